@@ -1,0 +1,29 @@
+"""The one pattern for names that become paths, cgroup names or desktop file names. Pure."""
+
+from __future__ import annotations
+
+import re
+
+# A name starts with a lowercase letter or digit, then lowercase letters, digits, '.', '_'
+# or '-', at most 64 characters, and never ends in '.'. So it is never empty, '.', '..',
+# never has a '/', NUL, whitespace or control character, never starts with '-' (it cannot
+# become an option), and never collides with a cgroup control file (those all contain a
+# '.', so cgroup names get a prefix anyway: see cgroups.py).
+NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
+_NAME_RE = re.compile(NAME_PATTERN)
+NAME_RULE = "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters"
+
+
+def is_valid_name(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and _NAME_RE.fullmatch(name) is not None
+        and not name.endswith(".")
+        and ".." not in name
+    )
+
+
+def describe_bad_name(name: object) -> str:
+    """A printable rendering of a rejected name (control characters escaped)."""
+    text = repr(name) if isinstance(name, str) else repr(name)
+    return text if len(text) <= 80 else text[:77] + "..."
