@@ -1,0 +1,216 @@
+"""The supervisor: cgroup, fork the sandbox, forward signals, reap, report. Stdlib only.
+
+envbox stays as a small parent rather than exec'ing the app directly because something must
+outlive the app to read the OOM counters, remove the cgroup and turn death by signal into
+128+N. It is not an init: the app keeps its own pid and its place in the terminal's process
+group, so job control and terminal signals work as if envbox were not there (DESIGN-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import sandbox
+
+SANDBOX_FILE = str(Path(sandbox.__file__).resolve())
+EXIT_ENVBOX = 125
+
+# Signals sent to envbox by another process (kill(2)) are passed on to the app. Terminal
+# signals (Ctrl-C, Ctrl-\, SIGWINCH on resize) already reach the app directly, since it shares
+# the terminal's foreground process group: forwarding those too would deliver them twice.
+FORWARD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM)
+_FROM_PROCESS = {getattr(os, "SI_USER", 0), getattr(os, "SI_QUEUE", -1), -6}  # -6: SI_TKILL (tgkill)
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything the supervisor needs, as plain data (the fast path reads it from a cache)."""
+
+    profile: str
+    sandbox_args: tuple[str, ...]  # without cgroup joins
+    limits: dict = field(default_factory=dict)  # memory, memory_swap, cpu, pids (None = unset)
+    allow_unenforced: bool = False
+    layer_digests: tuple[str, ...] = ()
+    store_root: str = ""
+    runtime_dir: str = ""
+
+
+def launcher_argv() -> tuple[str, ...]:
+    """How the sandbox is run as a command: the same interpreter, isolated, without site."""
+    return (sys.executable, "-SI", SANDBOX_FILE)
+
+
+def run(spec: LaunchSpec) -> int:
+    """Launch and supervise; returns the exit status for envbox to exit with."""
+    cgroup = None
+    try:
+        cgroup = _setup_cgroup(spec)
+    except _Refused as exc:
+        _say(str(exc))
+        return EXIT_ENVBOX
+    use_locks = _hold_layers(spec)
+    record = _register(spec, cgroup)
+    try:
+        status = _spawn_and_wait(spec, cgroup)
+        code = _exit_code(status)
+        if cgroup is not None and os.WIFSIGNALED(status) and cgroup.oom_killed():
+            _say(f"{spec.profile} was killed: memory limit {_fmt_limit(spec.limits)} reached")
+            code = 128 + signal.SIGKILL
+        return code
+    finally:
+        if cgroup is not None:
+            cgroup.kill_all()
+            cgroup.remove()
+        if record:
+            _unlink(record)
+        for fd in use_locks:
+            os.close(fd)
+
+
+class _Refused(Exception):
+    pass
+
+
+def _setup_cgroup(spec: LaunchSpec):
+    limits_given = {k: v for k, v in spec.limits.items() if v is not None}
+    if not limits_given:
+        return None
+    from . import cgroups
+
+    limits = cgroups.Limits(**limits_given)
+    host = cgroups.probe()
+    cgroups.cleanup_stale(host)
+    choice = cgroups.choose_backend(host, limits)
+    problems = list(choice.problems)
+    cgroup = None
+    if not problems:
+        cgroup = cgroups.create(host, choice, spec.profile, limits)
+        problems = list(cgroup.verify(limits))
+    if problems:
+        if cgroup is not None:
+            cgroup.remove()
+        if not spec.allow_unenforced:
+            raise _Refused(
+                f"cannot enforce the limits of {spec.profile}: {'; '.join(problems)}\n"
+                "hint: run 'envbox doctor' for what this machine supports; to run without the limits, "
+                "pass --allow-unenforced or set limits.allow_unenforced: true in the profile"
+            )
+        _say(f"warning: running {spec.profile} WITHOUT its limits: {'; '.join(problems)}")
+        return None
+    return cgroup
+
+
+def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
+    args = list(spec.sandbox_args)
+    prefix: tuple[str, ...] = ()
+    if cgroup is not None:
+        prefix = tuple(cgroup.argv_prefix())
+        joins = []
+        for procs in cgroup.join_files():
+            joins += ["--join-cgroup", procs]
+        args = joins + args
+    watched = set(FORWARD) | {signal.SIGCHLD}
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    pid = os.fork()
+    if pid == 0:  # the child becomes the sandbox, then the app
+        try:
+            if prefix:
+                os.execv(prefix[0], [*prefix, *launcher_argv(), *args])
+            code = sandbox.main(args)
+        except BaseException as exc:  # never return into the supervisor's code in the child
+            print(f"envbox: {exc}", file=sys.stderr)
+            code = EXIT_ENVBOX
+        os._exit(code)
+    try:
+        return _wait(pid, watched)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _wait(pid: int, watched: set) -> int:
+    while True:
+        info = signal.sigwaitinfo(watched)
+        if info.si_signo == signal.SIGCHLD:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return status
+            continue
+        if info.si_code in _FROM_PROCESS:
+            try:
+                os.kill(pid, info.si_signo)
+            except ProcessLookupError:
+                pass
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return EXIT_ENVBOX
+
+
+def _hold_layers(spec: LaunchSpec) -> list[int]:
+    """Shared locks on the layers in use: `envbox gc` skips a layer while any are held."""
+    fds = []
+    if not spec.store_root:
+        return fds
+    import fcntl
+
+    locks = os.path.join(spec.store_root, "locks")
+    for digest in spec.layer_digests:
+        try:
+            fd = os.open(os.path.join(locks, f"use-{digest}"), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError:
+            continue
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        fds.append(fd)
+    return fds
+
+
+def _register(spec: LaunchSpec, cgroup) -> str | None:
+    """A record for `envbox ps` in the runtime directory; removed when the launch ends."""
+    if not spec.runtime_dir:
+        return None
+    directory = os.path.join(spec.runtime_dir, "launches")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        path = os.path.join(directory, f"{os.getpid()}.json")
+        data = {
+            "profile": spec.profile,
+            "pid": os.getpid(),
+            "started": time.time(),
+            "backend": getattr(cgroup, "backend", "none") if cgroup else "none",
+            "cgroups": list(getattr(cgroup, "paths", ())) if cgroup else [],
+            "layers": list(spec.layer_digests),
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        return path
+    except OSError:
+        return None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fmt_limit(limits: dict) -> str:
+    from .cgroups import format_size
+
+    return format_size(limits["memory"]) if limits.get("memory") else "?"
+
+
+def _say(message: str) -> None:
+    first, _, rest = message.partition("\n")
+    print(f"envbox: {first}" + (f"\n{rest}" if rest else ""), file=sys.stderr)

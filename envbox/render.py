@@ -1,0 +1,68 @@
+"""Human-readable text for plan and list output. Pure."""
+
+from __future__ import annotations
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:g} {unit}" if unit == "B" else f"{n:.4g} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def render_plan(data: dict) -> str:
+    out = [f"profile  {data['profile']}  ({data['scope']}: {data['file']})"]
+    out.append("layers   (lowest first)")
+    if not data["layers"]:
+        out.append("  (none: the host's /usr as it is)")
+    for layer in data["layers"]:
+        where = layer["path"] if layer["built"] else "not built yet (launch or 'envbox build' builds it)"
+        out.append(f"  {layer['tool']:<10} {layer['label']}")
+        out.append(f"  {'':<10} {where}")
+    out.append("mounts")
+    for mount in data["mounts"]:
+        out.append(f"  {mount['target']}: read-only overlay, top first:")
+        out += [f"    {lower}" for lower in mount["lowers_top_first"]]
+    if not data["mounts"]:
+        out.append("  (none)")
+    out.append("argv     " + (" ".join(data["argv"]) or "(none: use 'envbox run')"))
+    limits = data["limits"]
+    shown = []
+    if limits["memory"] is not None:
+        shown.append(f"memory {_size(limits['memory'])}")
+    if limits["memory_swap"] is not None:
+        shown.append(f"memory_swap {_size(limits['memory_swap'])}")
+    if limits["cpu"] is not None:
+        shown.append(f"cpu {limits['cpu']:g}")
+    if limits["pids"] is not None:
+        shown.append(f"pids {limits['pids']}")
+    out.append("limits   " + (", ".join(shown) or "none"))
+    cg = data.get("cgroup")
+    if cg:
+        out.append(f"cgroup   {cg['backend']}: {cg['reason']}")
+        out += [f"  cannot enforce: {p}" for p in cg["problems"]]
+    out.append("env")
+    out += [f"  {k}={v}" for k, v in sorted(data["env"].items())]
+    out.append("sandbox  " + ("user + mount namespace" if data["userns"] else "mount namespace"))
+    if data["sandbox_command"]:
+        out.append("command  (paste into a shell to run the same sandbox; launch also joins the cgroup)")
+        out.append("  " + data["sandbox_command"])
+    else:
+        out.append("command  available once every layer is built")
+    return "\n".join(out)
+
+
+def render_list(rows: list[dict]) -> str:
+    if not rows:
+        return "no profiles found"
+    out = [f"{'NAME':<16} {'SCOPE':<8} {'TOOLS':<32} FILE"]
+    for row in rows:
+        tools = ", ".join(f"{k} {v}" for k, v in row["tools"].items()) or "-"
+        note = f"  (shadowed by {row['shadowed_by']})" if row["shadowed_by"] else ""
+        if row["error"]:
+            tools = "INVALID: " + row["error"]
+        out.append(f"{row['name']:<16} {row['scope']:<8} {tools:<32} {row['file']}{note}")
+    return "\n".join(out)

@@ -1,0 +1,342 @@
+"""The sandbox: parse operations from argv, enter namespaces, mount overlays, exec. Stdlib only.
+
+Runs as a file (`python3 -SI sandbox.py OPTIONS -- COMMAND...`) or in-process from the
+supervisor's forked child; it imports nothing from envbox, so a launch pays only for the
+interpreter and ctypes. Options are parsed into small operation values first; then a fixed
+sequence runs:
+
+    join cgroups -> unshare (user +) mount namespace -> make / private -> mount overlays
+    -> chdir -> no_new_privs, parent-death signal -> reset signals -> exec
+
+Options (each flag on its own with its values):
+    --userns                  new user namespace mapping the caller's uid/gid to themselves
+    --join-cgroup FILE        write our pid to a cgroup.procs file before anything else
+    --lower DIR               a lower layer for the next --overlay (top first, like lowerdir=)
+    --overlay TARGET          read-only overlay of the --lower dirs over the host's TARGET
+    --setenv NAME VALUE       the app's environment is exactly the --setenv variables
+    --chdir DIR               working directory of the app
+    --die-with-parent         SIGKILL the app when the process that started it dies
+    --debug                   describe every step on stderr
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+import sys
+
+EXIT_ENVBOX, EXIT_NOEXEC, EXIT_NOTFOUND = 125, 126, 127
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV = 0x1, 0x2, 0x4
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+# New mount API (linux/mount.h); x86_64 and aarch64 share these numbers (asm-generic table).
+SYS_MOVE_MOUNT, SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT = 429, 430, 431, 432
+FSOPEN_CLOEXEC = 0x1
+FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING, FSCONFIG_CMD_CREATE = 0, 1, 6
+FSMOUNT_CLOEXEC = 0x1
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+# The kernel caps an overlay at 500 lower layers (OVL_MAX_STACK).
+MAX_LOWER = 500
+# mount(2) copies its option string into one page; longer strings are cut, silently changing
+# the last lowerdir path (a wrong directory may then be mounted), so the legacy path refuses them.
+MAX_OPTIONS = 4095
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+class SandboxFailure(Exception):
+    def __init__(self, message: str, code: int = EXIT_ENVBOX):
+        super().__init__(message)
+        self.code = code
+
+
+# ---- one thin wrapper per syscall: raise OSError, never return -1 --------------------------
+
+
+def _check(result: int, what: str, path: str | None = None) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", path)
+    return result
+
+
+def _b(text: str | None) -> bytes | None:
+    return None if text is None else os.fsencode(text)
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount", target)
+
+
+def fsopen(fstype: str) -> int:
+    return _check(_libc.syscall(SYS_FSOPEN, _b(fstype), FSOPEN_CLOEXEC), "fsopen")
+
+
+def fsconfig(fd: int, cmd: int, key: str | None, value: str | None, aux: int = 0) -> None:
+    _check(_libc.syscall(SYS_FSCONFIG, fd, cmd, _b(key), _b(value), aux), f"fsconfig {key}", value)
+
+
+def fsmount(fd: int, attrs: int) -> int:
+    return _check(_libc.syscall(SYS_FSMOUNT, fd, FSMOUNT_CLOEXEC, attrs), "fsmount")
+
+
+def move_mount(fd: int, target: str) -> None:
+    _check(
+        _libc.syscall(SYS_MOVE_MOUNT, fd, b"", -100, _b(target), MOVE_MOUNT_F_EMPTY_PATH),  # -100: AT_FDCWD
+        "move_mount",
+        target,
+    )
+
+
+def prctl(option: int, arg: int) -> None:
+    _check(_libc.prctl(option, arg, 0, 0, 0), "prctl")
+
+
+# ---- operations: plain values with execute() and describe() --------------------------------
+
+
+class JoinCgroup:
+    def __init__(self, procs_file: str):
+        self.procs_file = procs_file
+
+    def describe(self) -> str:
+        return f"join cgroup {self.procs_file}"
+
+    def execute(self, ctx: "Context") -> None:
+        # Before exec and before unsharing: the app is capped from its first instruction, and
+        # the write is checked against our real credentials.
+        fd = os.open(self.procs_file, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0\n")
+        finally:
+            os.close(fd)
+
+
+class Unshare:
+    def __init__(self, *, userns: bool):
+        self.userns = userns
+
+    def describe(self) -> str:
+        return "unshare user+mount namespaces (uid/gid mapped to themselves)" if self.userns else "unshare mount namespace"
+
+    def execute(self, ctx: "Context") -> None:
+        uid, gid = os.getuid(), os.getgid()
+        unshare(CLONE_NEWNS | (CLONE_NEWUSER if self.userns else 0))
+        if self.userns:
+            # An unprivileged process may map only its own ids, and must give up setgroups(2)
+            # before writing gid_map (user_namespaces(7), "Interaction with setgroups").
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
+            _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
+        # Every mount below must stay in this namespace: with shared propagation (systemd's
+        # default for /) an overlay over /usr would appear in the host's namespace too.
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+class Overlay:
+    def __init__(self, target: str, lowers: tuple[str, ...]):
+        self.target = target
+        self.lowers = lowers  # top first, as in lowerdir=; the host's target goes below them all
+
+    def describe(self) -> str:
+        return f"overlay {self.target} = " + " over ".join(self.lowers + (f"{self.target} (host)",))
+
+    def execute(self, ctx: "Context") -> None:
+        layers = self.lowers + (self.target,)
+        if len(layers) > MAX_LOWER:
+            raise SandboxFailure(f"{len(layers)} layers over {self.target}; the kernel allows at most {MAX_LOWER}")
+        try:
+            self._mount_fsconfig(layers, userns=ctx.userns)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSYS, errno.EINVAL) or ctx.forced_legacy:
+                raise
+            # lowerdir+ appeared in Linux 6.8; older kernels take one option string.
+            self._mount_legacy(layers, userns=ctx.userns)
+
+    def _mount_fsconfig(self, layers: tuple[str, ...], *, userns: bool) -> None:
+        if os.environ.get("ENVBOX_SANDBOX_LEGACY_MOUNT") == "1":
+            raise OSError(errno.ENOSYS, "legacy mount requested")
+        fd = fsopen("overlay")
+        try:
+            # Each lower layer is its own parameter: no page-size limit on the total, no
+            # escaping of ':' or ',' in paths.
+            for layer in layers:
+                fsconfig(fd, FSCONFIG_SET_STRING, "lowerdir+", layer)
+            if userns:
+                # In a user namespace overlayfs cannot read trusted.* xattrs; whiteouts and
+                # opaque dirs are read from user.overlay.* instead.
+                fsconfig(fd, FSCONFIG_SET_FLAG, "userxattr", None)
+            fsconfig(fd, FSCONFIG_CMD_CREATE, None, None)
+            mfd = fsmount(fd, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+        finally:
+            os.close(fd)
+        try:
+            move_mount(mfd, self.target)
+        finally:
+            os.close(mfd)
+
+    def _mount_legacy(self, layers: tuple[str, ...], *, userns: bool) -> None:
+        for layer in layers:
+            if any(c in layer for c in ":,\\"):
+                raise SandboxFailure(f"layer path {layer!r} contains ':', ',' or '\\', which mount(2) options cannot carry")
+        options = "lowerdir=" + ":".join(layers) + (",userxattr" if userns else "")
+        if len(options) > MAX_OPTIONS:
+            raise SandboxFailure(f"overlay options for {self.target} are {len(options)} bytes; mount(2) takes at most {MAX_OPTIONS}")
+        mount("overlay", self.target, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, options)
+
+
+class Context:
+    def __init__(self) -> None:
+        self.userns = False
+        self.env: dict[str, str] = {}
+        self.chdir: str | None = None
+        self.die_with_parent = False
+        self.debug = False
+        self.forced_legacy = os.environ.get("ENVBOX_SANDBOX_LEGACY_MOUNT") == "1"
+        self.ops: list = []
+        self.argv: list[str] = []
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+# ---- parse ----------------------------------------------------------------------------------
+
+
+def parse(argv: list[str]) -> Context:
+    """argv -> Context with operations in execution order. Pure."""
+    ctx = Context()
+    joins, overlays, lowers = [], [], []
+    i = 0
+
+    def take(n: int) -> list[str]:
+        nonlocal i
+        if i + n > len(argv):
+            raise SandboxFailure(f"sandbox option {argv[i - 1]} needs {n} value(s)")
+        values = argv[i : i + n]
+        i += n
+        return values
+
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg == "--":
+            ctx.argv = argv[i:]
+            break
+        if arg == "--userns":
+            ctx.userns = True
+        elif arg == "--join-cgroup":
+            joins.append(JoinCgroup(take(1)[0]))
+        elif arg == "--lower":
+            lowers.append(take(1)[0])
+        elif arg == "--overlay":
+            overlays.append(Overlay(take(1)[0], tuple(lowers)))
+            lowers = []
+        elif arg == "--setenv":
+            name, value = take(2)
+            ctx.env[name] = value
+        elif arg == "--chdir":
+            ctx.chdir = take(1)[0]
+        elif arg == "--die-with-parent":
+            ctx.die_with_parent = True
+        elif arg == "--debug":
+            ctx.debug = True
+        else:
+            raise SandboxFailure(f"unknown sandbox option {arg!r}")
+    if lowers:
+        raise SandboxFailure("--lower without a following --overlay")
+    if not ctx.argv:
+        raise SandboxFailure("no command given after --")
+    ctx.ops = [*joins, Unshare(userns=ctx.userns), *overlays]
+    return ctx
+
+
+# ---- run ------------------------------------------------------------------------------------
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD, signal.SIGALRM, signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def _find_program(name: str, path_var: str) -> str:
+    """execvp's search, done up front so 'not found' and 'not executable' get their own codes."""
+    if "/" in name:
+        candidates = [name]
+    else:
+        candidates = [os.path.join(d or ".", name) for d in path_var.split(":")]
+    denied = None
+    for candidate in candidates:
+        if os.path.isdir(candidate):
+            denied = denied or candidate
+            continue
+        if os.access(candidate, os.X_OK):
+            return candidate
+        if os.path.exists(candidate):
+            denied = denied or candidate
+    if denied:
+        raise SandboxFailure(f"{name}: permission denied (not executable)", EXIT_NOEXEC)
+    raise SandboxFailure(f"{name}: command not found", EXIT_NOTFOUND)
+
+
+def execute(ctx: Context) -> None:
+    """Run the operations and exec the command. Never returns: raises SandboxFailure or execs."""
+    cwd = ctx.chdir or os.getcwd()
+    for op in ctx.ops:
+        if ctx.debug:
+            print(f"envbox-sandbox: {op.describe()}", file=sys.stderr)
+        try:
+            op.execute(ctx)
+        except OSError as exc:
+            raise SandboxFailure(f"{op.describe()}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")) from None
+    try:
+        # Re-enter the directory by path: if it is below /usr we now see the overlay's copy.
+        os.chdir(cwd)
+    except OSError:
+        os.chdir("/")
+    if ctx.die_with_parent:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # No setuid/file-capability gains from here on (prctl(2)); inherited across fork and exec.
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    program = _find_program(ctx.argv[0], ctx.env.get("PATH", "/usr/bin:/bin"))
+    # The supervisor blocks signals to forward them; the app starts with a clean slate.
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    try:
+        os.execve(program, ctx.argv, ctx.env)
+    except OSError as exc:
+        code = EXIT_NOTFOUND if exc.errno == errno.ENOENT else EXIT_NOEXEC
+        raise SandboxFailure(f"{ctx.argv[0]}: {exc.strerror}", code) from None
+
+
+def main(argv: list[str]) -> int:
+    try:
+        ctx = parse(argv)
+        execute(ctx)
+    except SandboxFailure as exc:
+        print(f"envbox: {exc}", file=sys.stderr)
+        return exc.code
+    return EXIT_ENVBOX  # not reached: execute() execs or raises
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,174 @@
+"""Test harness: isolated HOME/XDG dirs, and envbox run for real as root or as the test user.
+
+Rootless cases run the envbox from a world-readable install ($ENVBOX_TEST_PREFIX, made by
+tests/run) as $ENVBOX_TEST_USER. Where that is missing they skip with the reason, unless
+ENVBOX_REQUIRE_ALL=1 (tests/run and CI set it), which turns such skips into failures.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+REQUIRE_ALL = os.environ.get("ENVBOX_REQUIRE_ALL") == "1"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when the host cannot do something; fail instead where CI says it must."""
+    if not condition:
+        if REQUIRE_ALL:
+            pytest.fail(f"required but unavailable: {reason}")
+        pytest.skip(reason)
+
+
+def envbox_bin() -> str:
+    prefix = os.environ.get("ENVBOX_TEST_PREFIX")
+    if prefix:
+        return str(Path(prefix) / "bin" / "envbox")
+    return str(Path(sys.executable).parent / "envbox")
+
+
+@dataclass
+class Env:
+    """One isolated envbox world: HOME, XDG dirs, system dir; as root or as the test user."""
+
+    base: Path
+    mode: str  # "root" | "rootless"
+    uid: int
+    gid: int
+    vars: dict = field(default_factory=dict)
+
+    @property
+    def home(self) -> Path:
+        return Path(self.vars["HOME"])
+
+    @property
+    def user_profiles(self) -> Path:
+        return Path(self.vars["XDG_CONFIG_HOME"]) / "envbox" / "profiles"
+
+    @property
+    def store(self) -> Path:
+        return Path(self.vars["XDG_DATA_HOME"]) / "envbox" / "store"
+
+    def write_profile(self, name: str, text: str, *, directory: Path | None = None) -> Path:
+        directory = directory or self.user_profiles
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{name}.yaml"
+        path.write_text(text)
+        self.give(self.home)
+        return path
+
+    def give(self, path: Path) -> None:
+        """Make a path under the base belong to the env's user."""
+        if self.uid == 0:
+            return
+        for root, dirs, files in os.walk(path):
+            os.chown(root, self.uid, self.gid)
+            for name in files + dirs:
+                os.chown(os.path.join(root, name), self.uid, self.gid, follow_symlinks=False)
+
+    def cmd(self, argv: list[str], **kw) -> subprocess.CompletedProcess:
+        """Run any command as this env's user with exactly this env's variables."""
+        env = dict(self.vars)
+        env.update(kw.pop("env", {}) or {})
+        kw.setdefault("timeout", 120)
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        kw.setdefault("cwd", str(self.home))
+        if self.uid != 0:
+            kw.update(user=self.uid, group=self.gid, extra_groups=[])
+        return subprocess.run(argv, env=env, **kw)
+
+    def popen(self, argv: list[str], **kw) -> subprocess.Popen:
+        env = dict(self.vars)
+        env.update(kw.pop("env", {}) or {})
+        kw.setdefault("cwd", str(self.home))
+        if self.uid != 0:
+            kw.update(user=self.uid, group=self.gid, extra_groups=[])
+        return subprocess.Popen(argv, env=env, **kw)
+
+    def envbox(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.cmd([envbox_bin(), *args], **kw)
+
+    def envbox_popen(self, *args: str, **kw) -> subprocess.Popen:
+        return self.popen([envbox_bin(), *args], **kw)
+
+
+def _make_env(mode: str) -> Env:
+    if mode == "rootless":
+        user = os.environ.get("ENVBOX_TEST_USER", "envboxtest")
+        try:
+            pw = pwd.getpwnam(user)
+        except KeyError:
+            need(False, f"no test user {user!r} (tests/run creates it)")
+        need(bool(os.environ.get("ENVBOX_TEST_PREFIX")), "no world-readable envbox install (ENVBOX_TEST_PREFIX; tests/run makes one)")
+        uid, gid = pw.pw_uid, pw.pw_gid
+    else:
+        need(os.getuid() == 0, "the root cases need root")
+        uid, gid = 0, 0
+    base = Path(tempfile.mkdtemp(prefix=f"envbox-test-{mode}-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    home = base / "home"
+    home.mkdir()
+    env = Env(base=base, mode=mode, uid=uid, gid=gid)
+    env.vars = {
+        "HOME": str(home),
+        "USER": "root" if uid == 0 else os.environ.get("ENVBOX_TEST_USER", "envboxtest"),
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local/share"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_STATE_HOME": str(home / ".local/state"),
+        "XDG_RUNTIME_DIR": str(base / "run"),
+        "ENVBOX_SYSTEM_DIR": str(base / "etc-envbox"),
+    }
+    (base / "run").mkdir(mode=0o700)
+    shared = os.environ.get("ENVBOX_TEST_DOWNLOADS")
+    if shared:  # a download cache shared between tests (content-addressed, so safe to share)
+        env.vars["ENVBOX_CACHE_DIR"] = shared
+    env.give(base)
+    return env
+
+
+@pytest.fixture(params=["root", "rootless"])
+def env(request) -> Env:
+    e = _make_env(request.param)
+    yield e
+    _cleanup(e.base)
+
+
+@pytest.fixture
+def root_env() -> Env:
+    e = _make_env("root")
+    yield e
+    _cleanup(e.base)
+
+
+def _cleanup(base: Path) -> None:
+    # Stored layers are read-only on purpose; give write bits back before removing.
+    for root, dirs, _ in os.walk(base):
+        for d in dirs:
+            p = os.path.join(root, d)
+            if not os.path.islink(p):
+                os.chmod(p, 0o755)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def mountinfo_lines() -> list[str]:
+    """The host's mount table without the per-mount ids, which are fine to differ."""
+    with open("/proc/self/mountinfo") as f:
+        return sorted(" ".join(line.split()[2:]) for line in f)
+
+
+def no_traceback(result: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
