@@ -169,10 +169,26 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     return 1 if any(r.status == "FAIL" for r in results) else 0
 
 
+def _usage_errors() -> tuple[type, ...]:
+    """typer >= 0.20 vendors click (typer.exceptions); older typer uses click itself."""
+    found: list[type] = []
+    try:
+        from typer.exceptions import TyperException
+
+        found.append(TyperException)
+    except ImportError:
+        pass
+    try:
+        import click
+
+        found.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
 def run_cli(argv: list[str]) -> int:
     """Run the typer app; the only place that turns errors into messages and exit codes."""
-    import click
-
     try:
         result = app(args=argv, prog_name="envbox", standalone_mode=False)
     except EnvboxError as exc:
@@ -180,17 +196,14 @@ def run_cli(argv: list[str]) -> int:
             raise
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         return 130
-    except click.ClickException as exc:
-        message = exc.format_message()
-        print(f"envbox: {message}", file=sys.stderr)
+    except _usage_errors() as exc:
+        print(f"envbox: {exc.format_message()}", file=sys.stderr)
         print("hint: run 'envbox --help' for usage", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
     except OSError as exc:
         if _state["debug"]:
             raise

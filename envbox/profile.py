@@ -160,7 +160,8 @@ class _Validator:
             raise self.error(line, f"{key} must be a non-empty list of strings")
         for item in value:
             if not isinstance(item, str) or not item or "\x00" in item:
-                raise self.error(line, f"{key} items must be non-empty strings, found {_kind(item)}")
+                hint = "quote it, e.g. \"true\" or \"3\"" if isinstance(item, (bool, int, float)) else None
+                raise self.error(line, f"{key} items must be non-empty strings, found {_kind(item)}", hint)
         return tuple(value)
 
     def tools(self, data: dict) -> tuple[ToolSpec, ...]:

@@ -132,11 +132,12 @@ class Store:
             crash_point("rename")
             try:
                 os.rename(root, final)
+                # Only now: moving a directory to a new parent needs write access to it.
+                os.chmod(final, 0o555)
             except OSError as exc:
                 # Another recipe produced identical bytes: the existing layer is the same.
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
-                _thaw(root)
             info = LayerInfo(
                 digest=digest,
                 path=final,
@@ -224,13 +225,14 @@ def _make_links(root: Path, links: tuple[tuple[str, str], ...]) -> None:
 
 
 def _freeze(root: Path) -> None:
-    """Drop write bits so a stored layer is not edited by accident (it is mounted read-only)."""
+    """Drop write bits below root so a stored layer is not edited by accident."""
     for dirpath, dirnames, filenames in os.walk(root):
         for name in filenames:
             p = os.path.join(dirpath, name)
             if not os.path.islink(p):
                 os.chmod(p, os.lstat(p).st_mode & 0o7555)
-        os.chmod(dirpath, os.lstat(dirpath).st_mode & 0o7555)
+        if dirpath != str(root):
+            os.chmod(dirpath, os.lstat(dirpath).st_mode & 0o7555)
 
 
 def _thaw(root: Path) -> None:

@@ -1,0 +1,98 @@
+"""The envbox command as a user meets it: list, plan, doctor, and errors with exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, no_traceback
+
+SHIPPED = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "text,code,first_line",
+    [
+        ("comand: [x]\n", 125, "unknown key 'comand' in profile"),
+        ("command: [x]\ncommand: [y]\n", 125, "duplicate key 'command' (first on line 1)"),
+        ("tools:\n  python: 3.10\n", 125, "is read by YAML as the number 3.1"),
+        ("a: [\n", 125, "invalid YAML"),
+    ],
+)
+def test_profile_errors_are_one_line_with_a_hint(root_env, text, code, first_line):
+    path = root_env.write_profile("broken", text)
+    result = root_env.envbox("launch", "broken")
+    assert result.returncode == code
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"envbox: {path}:") and first_line in lines[0], result.stderr
+    assert all(l.startswith(("envbox: ", "hint: ")) for l in lines), result.stderr
+    assert result.stdout == ""
+    no_traceback(result)
+
+
+def test_missing_profile(root_env):
+    root_env.write_profile("chromium-app", 'command: ["true"]\n')
+    result = root_env.envbox("launch", "chromium-ap")
+    assert result.returncode == 125
+    assert result.stderr.splitlines()[0] == "envbox: no profile named 'chromium-ap'"
+    assert "did you mean 'chromium-app'" in result.stderr
+    no_traceback(result)
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "-rf", "A B", "a/b", ".."])
+def test_bad_profile_names_are_usage_errors(root_env, name):
+    result = root_env.envbox("launch", "--", name) if name.startswith("-") else root_env.envbox("launch", name)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("envbox: bad profile name")
+    no_traceback(result)
+
+
+def test_unknown_command_is_a_usage_error(root_env):
+    result = root_env.envbox("lunch", "x")
+    assert result.returncode == 2
+    assert result.stderr.startswith("envbox: ")
+    no_traceback(result)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_profile_loads_and_plans(root_env, name):
+    result = root_env.envbox("plan", name, "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["profile"] == name and plan["scope"] == "bundled"
+    assert plan["env"]["PATH"].startswith("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin")
+    text = root_env.envbox("plan", name)
+    assert text.returncode == 0 and f"profile  {name}" in text.stdout
+
+
+def test_list_shows_scopes_and_shadowing(root_env):
+    root_env.write_profile("py-host", "description: mine\ncommand: [python]\n")
+    rows = json.loads(root_env.envbox("list", "--json").stdout)
+    by = {(r["name"], r["scope"]): r for r in rows}
+    assert by[("py-host", "user")]["shadowed_by"] is None
+    assert by[("py-host", "bundled")]["shadowed_by"] == str(root_env.user_profiles / "py-host.yaml")
+    assert ("chrome", "bundled") in by
+
+
+def test_plan_command_replays_the_launch(env):
+    """The sandbox command `plan` prints works when pasted into a shell."""
+    import subprocess
+
+    env.write_profile("replay", "command: [python, -c, 'import sys; print(sys.version_info[0])']\ntools:\n  python: {host: /usr/bin/python3.11}\n")
+    assert env.envbox("launch", "replay").stdout.strip() == "3"  # builds the link layer
+    plan = json.loads(env.envbox("plan", "replay", "--json").stdout)
+    assert plan["sandbox_command"], plan
+    result = env.cmd(["sh", "-c", plan["sandbox_command"]])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "3"
+
+
+def test_doctor_reports_each_check(env):
+    result = env.envbox("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert {"python", "overlayfs", "cgroups"} <= set(checks)
+    assert checks["overlayfs"]["status"] == "PASS", checks["overlayfs"]
+    ns = "user namespaces" if env.mode == "rootless" else "mount namespaces"
+    assert checks[ns]["status"] == "PASS"

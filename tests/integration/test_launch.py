@@ -1,0 +1,181 @@
+"""envbox launch/run for real: namespaces, overlays over /usr, env, exit codes, signals.
+
+Every case runs as root and as the unprivileged test user (the `env` fixture).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import mountinfo_lines, no_traceback
+
+
+def fake_prefix(env, name: str, says: str) -> Path:
+    """A tiny install prefix whose bin/python prints who it is (a real `dir` source)."""
+    prefix = env.base / name
+    (prefix / "bin").mkdir(parents=True)
+    script = prefix / "bin" / "python"
+    script.write_text(f'#!/bin/sh\necho "{says} $*"\n')
+    script.chmod(0o755)
+    return prefix
+
+
+def test_two_profiles_see_different_python_at_the_same_time(env):
+    prefix = fake_prefix(env, "prefix-a", "python-A")
+    env.write_profile("app-a", f"command: [sh]\ntools:\n  python: {{dir: {prefix}}}\n")
+    env.write_profile("app-b", "command: [sh]\ntools:\n  python: {host: /usr/bin/python3.11}\n")
+    gate = env.home / "go"
+    a = env.envbox_popen(
+        "launch", "app-a", "--", "-c", f'/usr/bin/python hello; while [ ! -e {gate} ]; do sleep 0.02; done',
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        b = env.envbox("launch", "app-b", "--", "-c", "/usr/bin/python -c 'import sys; print(sys.version_info[:2])'")
+        assert b.returncode == 0, b.stderr
+        assert b.stdout.strip() == "(3, 11)"
+        assert a.poll() is None, "app-a should still be running while app-b ran"
+    finally:
+        gate.touch()
+        out, err = a.communicate(timeout=30)
+    assert a.returncode == 0, err
+    assert out.strip() == "python-A hello"
+    assert not os.path.lexists("/usr/bin/python"), "the host's /usr/bin/python must stay absent"
+
+
+def test_shebangs_run_the_profiles_python(env):
+    prefix = fake_prefix(env, "prefix", "python-layer")
+    env.write_profile("shebang", f"tools:\n  python: {{dir: {prefix}}}\n")
+    for name, line in (("direct.py", "#!/usr/bin/python"), ("via-env.py", "#!/usr/bin/env python")):
+        script = env.home / name
+        script.write_text(f"{line}\nprint('host python ran this')\n")
+        script.chmod(0o755)
+        env.give(script)
+        result = env.envbox("run", "--profile", "shebang", "--", f"./{name}", "arg1")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("python-layer "), result.stdout
+        assert "arg1" in result.stdout
+
+
+def test_env_is_built_explicitly(env):
+    env.write_profile("envtest", "command: [sh, -c, 'env | sort']\nenv: {GREETING: hello, COUNT: 3}\n")
+    result = env.envbox("launch", "envtest", env={"LD_PRELOAD": "/nonexistent.so", "PYTHONPATH": "/evil", "LANG": "C.UTF-8", "SECRET_TOKEN": "x"})
+    assert result.returncode == 0, result.stderr
+    got = dict(line.split("=", 1) for line in result.stdout.splitlines())
+    assert got["GREETING"] == "hello" and got["COUNT"] == "3"
+    assert got["PATH"].startswith("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin")
+    assert got["ENVBOX_PROFILE"] == "envtest"
+    assert got["LANG"] == "C.UTF-8" and got["HOME"] == str(env.home)
+    assert "LD_PRELOAD" not in got and "PYTHONPATH" not in got and "SECRET_TOKEN" not in got
+
+
+def test_app_runs_as_the_caller_with_no_new_privs(env):
+    env.write_profile("ids", "command: [sh, -c, 'id -u; grep NoNewPrivs /proc/self/status']\n")
+    result = env.envbox("launch", "ids")
+    assert result.returncode == 0, result.stderr
+    uid, nnp = result.stdout.splitlines()
+    assert int(uid) == env.uid
+    assert nnp.split() == ["NoNewPrivs:", "1"]
+
+
+def test_usr_is_read_only_and_host_untouched(env):
+    prefix = fake_prefix(env, "prefix", "x")
+    env.write_profile("ro", f"command: [sh]\ntools:\n  python: {{dir: {prefix}}}\n")
+    result = env.envbox("launch", "ro", "--", "-c", "touch /usr/bin/envbox-was-here 2>&1; echo rc=$?")
+    assert "rc=1" in result.stdout
+    assert "Read-only file system" in result.stdout or "Permission denied" in result.stdout
+    assert not os.path.exists("/usr/bin/envbox-was-here")
+
+
+def test_mount_table_unchanged_after_launches_and_sigkill(env):
+    before = mountinfo_lines()
+    env.write_profile("m", "command: [sh]\ntools:\n  python: {host: /usr/bin/python3.11}\n")
+    assert env.envbox("launch", "m", "--", "-c", "exit 0").returncode == 0
+    proc = env.envbox_popen("launch", "m", "--", "-c", "echo started; exec sleep 60", stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "started"
+    app_pids = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    _wait_gone(app_pids)
+    assert mountinfo_lines() == before
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def _wait_gone(pids: list[int], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(os.path.exists(f"/proc/{p}") for p in pids):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"processes {pids} outlived envbox")
+
+
+@pytest.mark.parametrize(
+    "script,code",
+    [("exit 0", 0), ("exit 3", 3), ("kill -TERM $$", 143), ("kill -INT $$", 130), ("kill -SEGV $$", 139)],
+)
+def test_exit_codes_pass_through(env, script, code):
+    env.write_profile("codes", "command: [sh, -c]\n")
+    result = env.envbox("launch", "codes", "--", script)
+    assert result.returncode == code, result.stderr
+    no_traceback(result)
+
+
+def test_command_not_found_is_127_and_not_executable_is_126(env):
+    env.write_profile("bad", "command: [no-such-program-xyz]\n")
+    result = env.envbox("launch", "bad")
+    assert result.returncode == 127
+    assert result.stderr.strip() == "envbox: no-such-program-xyz: command not found"
+    script = env.home / "not-exec.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    env.give(script)
+    result = env.envbox("run", "--profile", "bad", "--", str(script))
+    assert result.returncode == 126
+    assert "not executable" in result.stderr
+    no_traceback(result)
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)])
+def test_signals_to_envbox_reach_the_app_once(env, sig, code):
+    log = env.home / "got"
+    script = env.home / "trap.sh"
+    name = signal.Signals(sig).name[3:]
+    script.write_text(
+        f"#!/bin/sh\ntrap 'echo {name} >> {log}; exit {code}' {name}\necho ready\nwhile :; do sleep 0.05; done\n"
+    )
+    script.chmod(0o755)
+    env.give(env.home)
+    env.write_profile("sig", "command: [sh]\n")
+    proc = env.envbox_popen("run", "--profile", "sig", "--", str(script), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == code, err
+    assert log.read_text().splitlines() == [name], "the app must get the signal exactly once"
+    assert "Traceback" not in err
+
+
+def test_app_without_handlers_dies_from_sigterm(env):
+    env.write_profile("plain", "command: [sh, -c, 'echo ready; exec sleep 30']\n")
+    proc = env.envbox_popen("launch", "plain", stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+    assert proc.returncode == 143
+
+
+def test_stdin_and_stdout_pass_through(env):
+    env.write_profile("cat", "command: [cat]\n")
+    result = env.envbox("launch", "cat", input="line one\nline two\n")
+    assert result.returncode == 0
+    assert result.stdout == "line one\nline two\n"
