@@ -40,34 +40,31 @@ def _progress(message: str) -> None:
         print(f"envbox: {message}", file=sys.stderr)
 
 
-def _launch(profile, argv_extra: list[str], *, command: list[str] | None, frozen: bool, allow_unenforced: bool) -> int:
-    from . import launch
-    from .prepare import prepare
+def _launch(name: str, argv_extra: list[str], *, command: list[str] | None, frozen: bool, allow_unenforced: bool) -> int:
+    from . import fastpath, launch
+    from .prepare import find_profile, load_profile, plan_inputs, prepare
 
     paths = _paths()
+    ref = find_profile(paths, name)
+    profile = load_profile(ref.path, ref.scope)
+    inputs = plan_inputs(paths, profile)  # signatures taken before reading: never newer than what was read
     prepared = prepare(paths, profile, build=True, frozen=frozen, progress=_progress)
     plan = prepared.plan
-    if command is not None:
-        from dataclasses import replace
-
-        plan = replace(plan, argv=tuple(command))
-        argv_extra = []
-    if not plan.argv:
+    entry = fastpath.make_entry(paths, plan.to_cache(), inputs + _layer_inputs(plan), os.environ)
+    if not frozen:
+        fastpath.write(paths, profile.name, entry)
+    if command is None and not plan.argv:
         raise EnvboxError(f"profile {profile.name} has no command", f"add `command: [...]` to {profile.path}, or use 'envbox run --profile {profile.name} -- CMD'")
-    args = plan.sandbox_args(os.environ, os.getcwd(), extra=tuple(argv_extra))
-    if _state["debug"]:
-        args = ["--debug", *args]
-    spec = launch.LaunchSpec(
-        profile=plan.profile,
-        sandbox_args=tuple(args),
-        limits={"memory": plan.limits.memory, "memory_swap": plan.limits.memory_swap, "cpu": plan.limits.cpu, "pids": plan.limits.pids},
-        allow_unenforced=allow_unenforced or plan.allow_unenforced,
-        layer_digests=tuple(l.digest for l in plan.layers if l.digest),
-        store_root=str(paths.store),
-        runtime_dir=str(paths.runtime_dir),
-    )
+    entry["allow_unenforced"] = allow_unenforced
+    spec = launch.spec_from_cache(entry, os.environ, os.getcwd(), command, argv_extra, debug=_state["debug"])
     sys.stdout.flush()
     return launch.run(spec)
+
+
+def _layer_inputs(plan) -> list:
+    from .fastpath import signature
+
+    return [(layer.root, signature(layer.root)) for layer in plan.layers if layer.root]
 
 
 @app.command(context_settings=PASS_ARGS)
@@ -78,9 +75,7 @@ def launch(
     allow_unenforced: bool = typer.Option(False, "--allow-unenforced", help="Run even if a limit cannot be enforced (warns)."),
 ) -> int:
     """Launch a profile's command in its environment."""
-    from .prepare import load_named
-
-    return _launch(load_named(_paths(), name), list(args or []), command=None, frozen=frozen, allow_unenforced=allow_unenforced)
+    return _launch(name, list(args or []), command=None, frozen=frozen, allow_unenforced=allow_unenforced)
 
 
 @app.command(context_settings=PASS_ARGS)
@@ -91,11 +86,9 @@ def run(
     allow_unenforced: bool = typer.Option(False, "--allow-unenforced", help="Run even if a limit cannot be enforced (warns)."),
 ) -> int:
     """Run any command in a profile's environment."""
-    from .prepare import load_named
-
     if not command:
         raise EnvboxError("no command given", "usage: envbox run --profile NAME -- CMD [ARGS...]", exit_code=EXIT_USAGE)
-    return _launch(load_named(_paths(), profile), [], command=list(command), frozen=frozen, allow_unenforced=allow_unenforced)
+    return _launch(profile, [], command=list(command), frozen=frozen, allow_unenforced=allow_unenforced)
 
 
 @app.command()
@@ -167,6 +160,170 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
             if r.hint and r.status != "PASS":
                 print(f"      hint: {r.hint}")
     return 1 if any(r.status == "FAIL" for r in results) else 0
+
+
+@app.command()
+def catalog(
+    tool: Optional[str] = typer.Argument(None, help="Only this tool."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> int:
+    """List the releases envbox knows and where each comes from."""
+    from .prepare import catalog_loader
+    from .store import Store
+
+    paths = _paths()
+    cat = catalog_loader(paths)()
+    store = Store(paths.store)
+    tools = [tool] if tool else cat.tools()
+    if tool and tool not in cat.tools():
+        raise EnvboxError(f"no tool named {tool!r} in the catalog (known: {', '.join(cat.tools())})", "run 'envbox catalog' to list them")
+    rows = []
+    for name in tools:
+        for rel in reversed(cat.of(name)):
+            info = store.lookup(rel.recipe_key())
+            rows.append({"tool": rel.tool, "version": rel.version, "source": rel.source, "links": dict(rel.links),
+                         "description": rel.description, "origin": rel.origin, "built": info.digest if info else None})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        src = row["source"]
+        detail = " ".join(f"{k}={v}" for k, v in src.items() if k not in ("kind", "sha256", "integrity", "map"))
+        built = "built" if row["built"] else ""
+        print(f"{row['tool']:<8} {row['version']:<10} {src['kind']:<8} {detail[:70]:<70} {built}")
+    return 0
+
+
+@app.command()
+def build(name: str = typer.Argument(..., help="Profile name."), frozen: bool = typer.Option(False, "--frozen")) -> int:
+    """Fetch and build a profile's layers ahead of time."""
+    from .prepare import load_named, prepare
+
+    paths = _paths()
+    prepared = prepare(paths, load_named(paths, name), build=True, frozen=frozen, progress=_progress)
+    for layer in prepared.plan.layers:
+        print(f"{layer.tool:<10} {layer.label}  {layer.root}")
+    return 0
+
+
+@app.command()
+def layers(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> int:
+    """List the layers in the store: release, size, digest, profiles using them."""
+    from .prepare import referenced_layers
+    from .store import Store
+
+    paths = _paths()
+    store = Store(paths.store)
+    refs = referenced_layers(paths, store)
+    rows = [dict(info.to_json(), profiles=sorted(refs.get(info.digest, []))) for info in store.index()]
+    rows.sort(key=lambda r: (r["tool"], r["version"]))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from .render import _size
+
+    if not rows:
+        print("no layers yet (launch or 'envbox build' a profile)")
+    for r in rows:
+        print(f"{r['digest'][:16]}  {_size(r['size']):>10}  {r['label']:<48} {', '.join(r['profiles']) or '(unused)'}")
+    return 0
+
+
+@app.command()
+def gc() -> int:
+    """Remove layers nothing references (never one a running app uses), and stale cgroups."""
+    from . import store as store_mod
+    from .prepare import referenced_layers
+
+    paths = _paths()
+    store = store_mod.Store(paths.store)
+    keep = set(referenced_layers(paths, store))
+    removed, busy = store_mod.gc(store, keep)
+    for digest in removed:
+        print(f"removed {digest[:16]}")
+    for digest in busy:
+        print(f"kept {digest[:16]} (in use by a running app)")
+    from . import cgroups
+
+    for path in cgroups.cleanup_stale(cgroups.probe(), kill=True):
+        print(f"removed stale cgroup {path}")
+    print(f"gc: {len(removed)} layer(s) removed, {len(keep)} referenced, {len(busy)} in use", file=sys.stderr)
+    return 0
+
+
+@app.command()
+def verify() -> int:
+    """Check every stored layer against its recorded digest."""
+    from . import store as store_mod
+
+    store = store_mod.Store(_paths().store)
+    problems = store_mod.verify(store)
+    for p in problems:
+        print(f"{p.what}: {p.message}")
+    count = len(store_mod._listdir(store.root / "layers"))
+    if problems:
+        print(f"envbox: {len(problems)} problem(s) in the store at {store.root}", file=sys.stderr)
+        print("hint: 'envbox gc' removes unreferenced layers; delete a damaged layer's directory and launch again to rebuild it", file=sys.stderr)
+        return 1
+    print(f"verify: {count} layer(s) OK", file=sys.stderr)
+    return 0
+
+
+@app.command()
+def lock(name: str = typer.Argument(..., help="Profile name.")) -> int:
+    """Write NAME.lock beside the profile: exact releases, artifact hashes, layer digests."""
+    from .build import ensure_layers
+    from .lockfile import lock_path, render_lock
+    from .prepare import catalog_loader, load_named
+    from .resolve import resolve
+    from .store import Store, _atomic_write
+
+    paths = _paths()
+    profile = load_named(paths, name)
+    resolution = resolve(profile, catalog_loader(paths))  # anew: a lock records the current best
+    infos = ensure_layers(resolution, Store(paths.store), paths, progress=_progress)
+    entries = {}
+    for item in resolution.tools:
+        if item.release is None:
+            continue
+        info = infos[item.spec.tool]
+        entries[item.spec.tool] = {"version": item.release.version, "recipe_key": info.recipe_key, "digest": info.digest, "artifacts": list(info.artifacts)}
+    target = lock_path(profile.path)
+    if not os.access(target.parent, os.W_OK):
+        raise EnvboxError(f"cannot write {target}: the directory is not writable", f"copy the profile to {paths.user_profiles} first")
+    _atomic_write(target, render_lock(profile.name, entries))
+    print(f"wrote {target}")
+    return 0
+
+
+@app.command()
+def which(name: str = typer.Argument(..., help="Profile name."), path: str = typer.Argument(..., help="An absolute path, e.g. /usr/bin/python.")) -> int:
+    """Which layer provides PATH in a profile, and from which release."""
+    from .prepare import load_named, prepare
+    from .store import Store
+
+    if not path.startswith("/"):
+        raise EnvboxError(f"{path!r} is not an absolute path", "e.g. envbox which chrome /usr/bin/python", exit_code=EXIT_USAGE)
+    paths = _paths()
+    prepared = prepare(paths, load_named(paths, name), build=False)
+    store = Store(paths.store)
+    rel = os.path.normpath(path).lstrip("/")
+    for layer in reversed(prepared.plan.layers):
+        if layer.kind == "dir":
+            target, _, sub = rel.partition("/")
+            if target == "usr" and os.path.lexists(os.path.join(layer.root, sub)):
+                print(f"{path}: {layer.label} ({layer.root}/{sub})")
+                return 0
+            continue
+        if not layer.digest:
+            print(f"{path}: unknown yet: {layer.label} is not built ('envbox build {name}')")
+            return 1
+        if rel in store.manifest(layer.digest):
+            print(f"{path}: {layer.label} (layer {layer.digest[:16]}, {layer.root}/{rel})")
+            return 0
+    where = "the host" if os.path.lexists(path) else "nothing (it does not exist in the namespace)"
+    print(f"{path}: {where}")
+    return 0 if os.path.lexists(path) else 1
 
 
 def _usage_errors() -> tuple[type, ...]:

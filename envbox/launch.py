@@ -8,37 +8,73 @@ group, so job control and terminal signals work as if envbox were not there (DES
 
 from __future__ import annotations
 
-import json
 import os
-import signal
+# _signal is the C module behind `signal`; importing `signal` itself pulls in enum
+# (~6 ms at start-up here), which the launch path cannot afford.
+import _signal as signal
 import sys
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from . import sandbox
+from . import sandbox, sandboxargs
 
-SANDBOX_FILE = str(Path(sandbox.__file__).resolve())
+SANDBOX_FILE = os.path.realpath(sandbox.__file__)
 EXIT_ENVBOX = 125
 
 # Signals sent to envbox by another process (kill(2)) are passed on to the app. Terminal
 # signals (Ctrl-C, Ctrl-\, SIGWINCH on resize) already reach the app directly, since it shares
 # the terminal's foreground process group: forwarding those too would deliver them twice.
 FORWARD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM)
-_FROM_PROCESS = {getattr(os, "SI_USER", 0), getattr(os, "SI_QUEUE", -1), -6}  # -6: SI_TKILL (tgkill)
+# si_code values (siginfo.h) of signals sent by a process: SI_USER (kill), SI_QUEUE
+# (sigqueue), SI_TKILL (tgkill). The terminal's signals come with SI_KERNEL (0x80).
+_FROM_PROCESS = {0, -1, -6}
 
 
-@dataclass(frozen=True)
 class LaunchSpec:
-    """Everything the supervisor needs, as plain data (the fast path reads it from a cache)."""
+    """Everything the supervisor needs, as plain values (no dataclasses: the fast path is
+    measured in milliseconds and `import dataclasses` alone costs several)."""
 
-    profile: str
-    sandbox_args: tuple[str, ...]  # without cgroup joins
-    limits: dict = field(default_factory=dict)  # memory, memory_swap, cpu, pids (None = unset)
-    allow_unenforced: bool = False
-    layer_digests: tuple[str, ...] = ()
-    store_root: str = ""
-    runtime_dir: str = ""
+    __slots__ = ("profile", "userns", "overlays", "env", "cwd", "argv", "limits", "allow_unenforced",
+                 "layer_digests", "store_root", "runtime_dir", "debug")
+
+    def __init__(self, *, profile, userns, overlays, env, cwd, argv, limits, allow_unenforced,
+                 layer_digests, store_root, runtime_dir, debug=False):
+        self.profile = profile
+        self.userns = userns
+        self.overlays = overlays  # [(target, [lower dirs top first])]
+        self.env = env  # the app's whole environment
+        self.cwd = cwd
+        self.argv = argv  # the full command line of the app
+        self.limits = limits  # {memory, memory_swap, cpu, pids}: None = unset
+        self.allow_unenforced = allow_unenforced
+        self.layer_digests = layer_digests
+        self.store_root = store_root
+        self.runtime_dir = runtime_dir
+        self.debug = debug
+
+    def sandbox_args(self, cgroup_files=()) -> list:
+        return sandboxargs.render(
+            userns=self.userns, overlays=self.overlays, env=self.env, cwd=self.cwd,
+            argv=self.argv, cgroup_files=cgroup_files, debug=self.debug,
+        )
+
+
+def spec_from_cache(entry: dict, environ, cwd: str, command, extra, *, debug: bool = False) -> LaunchSpec:
+    """The one place a plan (as Plan.to_cache() data) becomes what the supervisor runs."""
+    plan = entry["plan"]
+    argv = list(command) if command is not None else [*plan["argv"], *extra]
+    return LaunchSpec(
+        profile=plan["profile"],
+        userns=plan["userns"],
+        overlays=plan["overlays"],
+        env=sandboxargs.app_env(environ, plan["env"]),
+        cwd=cwd,
+        argv=argv,
+        limits={k: plan["limits"][k] for k in ("memory", "memory_swap", "cpu", "pids")},
+        allow_unenforced=entry.get("allow_unenforced", False) or plan["allow_unenforced"],
+        layer_digests=plan["digests"],
+        store_root=entry["store_root"],
+        runtime_dir=entry["runtime_dir"],
+        debug=debug,
+    )
 
 
 def launcher_argv() -> tuple[str, ...]:
@@ -55,6 +91,14 @@ def run(spec: LaunchSpec) -> int:
         _say(str(exc))
         return EXIT_ENVBOX
     use_locks = _hold_layers(spec)
+    missing = [d for d in spec.layer_digests if not os.path.isdir(os.path.join(spec.store_root, "layers", d))]
+    if missing:
+        for fd in use_locks:
+            os.close(fd)
+        if cgroup is not None:
+            cgroup.remove()
+        _say(f"layer {missing[0][:16]} of {spec.profile} was removed from the store (by 'envbox gc'?)\nhint: launch again to rebuild it")
+        return EXIT_ENVBOX
     record = _register(spec, cgroup)
     try:
         status = _spawn_and_wait(spec, cgroup)
@@ -107,14 +151,8 @@ def _setup_cgroup(spec: LaunchSpec):
 
 
 def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
-    args = list(spec.sandbox_args)
-    prefix: tuple[str, ...] = ()
-    if cgroup is not None:
-        prefix = tuple(cgroup.argv_prefix())
-        joins = []
-        for procs in cgroup.join_files():
-            joins += ["--join-cgroup", procs]
-        args = joins + args
+    prefix = tuple(cgroup.argv_prefix()) if cgroup is not None else ()
+    args = spec.sandbox_args(tuple(cgroup.join_files()) if cgroup is not None else ())
     watched = set(FORWARD) | {signal.SIGCHLD}
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     pid = os.fork()
@@ -182,6 +220,9 @@ def _register(spec: LaunchSpec, cgroup) -> str | None:
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         path = os.path.join(directory, f"{os.getpid()}.json")
+        import json
+        import time
+
         data = {
             "profile": spec.profile,
             "pid": os.getpid(),

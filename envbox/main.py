@@ -1,16 +1,51 @@
-"""The `envbox` entry point. Stdlib only: it hands over to the typer CLI."""
+"""The `envbox` entry point. Stdlib only: a cached plan launches without the full CLI."""
 
 from __future__ import annotations
 
+import os
 import sys
+
+LAUNCHER = """#!{python} -SI
+# envbox's launcher, written by `python -m envbox.main --write-launcher`. -S skips site (the
+# fast launch path must not pay for it); -I ignores PYTHON* variables and the user's site.
+import sys
+sys.path[:0] = {sites!r}
+from envbox.main import main
+main()
+"""
 
 
 def main() -> None:
     argv = sys.argv[1:]
+    if argv[:1] in (["launch"], ["run"]):
+        from . import fastpath
+
+        code = fastpath.try_launch(argv, os.environ)
+        if code is not None:
+            sys.exit(code)
     from .cli import run_cli
 
     sys.exit(run_cli(argv))
 
 
+def write_launcher(dest: str) -> None:
+    """Write an executable `envbox` that runs this interpreter with -SI and this install."""
+    import sysconfig
+
+    # Where envbox is (a source checkout for editable installs) and where its dependencies are.
+    sites = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+    purelib = sysconfig.get_paths()["purelib"]
+    if purelib not in sites:
+        sites.append(purelib)
+    tmp = f"{dest}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(LAUNCHER.format(python=sys.executable, sites=sites))
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dest)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--write-launcher"] and len(sys.argv) == 3:
+        write_launcher(sys.argv[2])
+    else:
+        main()

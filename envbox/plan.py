@@ -1,26 +1,21 @@
-"""Resolution + stored layers + host facts -> a Plan: layers, mounts, env, argv. Pure."""
+"""Resolution + stored layers + host facts -> a Plan: layers, mounts, env, argv. Pure.
+
+Stdlib only (the fast launch path rebuilds a Plan from its cache and renders it here, so
+the sandbox arguments are produced by one function whichever path launches).
+"""
 
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
-from typing import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Mapping
 
-from .cgroups import Limits
-from .resolve import Resolution
+from . import sandboxargs
+from .cgroups_limits import Limits
 
-# The caller's variables an app gets (everything else is dropped, so a launch does not leak
-# the caller's PYTHONPATH, LD_PRELOAD or tool-manager shims into the app). README "Environment".
-PASSTHROUGH = (
-    "HOME", "USER", "LOGNAME", "SHELL", "TERM", "COLORTERM", "TERM_PROGRAM", "LANG", "LANGUAGE", "TZ",
-    "DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY", "XDG_RUNTIME_DIR", "XDG_SESSION_TYPE",
-    "XDG_CURRENT_DESKTOP", "XDG_SESSION_DESKTOP", "XDG_DATA_DIRS", "XDG_CONFIG_DIRS",
-    "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME",
-    "DBUS_SESSION_BUS_ADDRESS", "SSH_AUTH_SOCK", "GPG_AGENT_INFO", "PULSE_SERVER",
-    "TMPDIR", "COLUMNS", "LINES", "NO_COLOR", "EDITOR", "VISUAL", "PAGER",
-    "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
-)
-PASSTHROUGH_PREFIXES = ("LC_",)
+if TYPE_CHECKING:
+    from .resolve import Resolution
+
 # /usr/local first as on a stock Debian; no per-user shim directories, so `#!/usr/bin/env
 # python` finds the layer's python rather than a pyenv or asdf shim.
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -68,25 +63,27 @@ class Plan:
 
     def app_env(self, environ: Mapping[str, str]) -> dict[str, str]:
         """The app's whole environment: allowed caller variables, then the plan's."""
-        env = {k: v for k, v in environ.items() if k in PASSTHROUGH or k.startswith(PASSTHROUGH_PREFIXES)}
-        env.update(self.env)
-        return env
+        return sandboxargs.app_env(environ, dict(self.env))
 
     def sandbox_args(self, environ: Mapping[str, str], cwd: str, *, extra: tuple[str, ...] = (), cgroup_files: tuple[str, ...] = ()) -> list[str]:
         """The sandbox's argv (after `python3 -SI sandbox.py`). Pure: every input is an argument."""
-        args: list[str] = []
-        if self.userns:
-            args.append("--userns")
-        for procs in cgroup_files:
-            args += ["--join-cgroup", procs]
-        for target, lowers in self.overlays():
-            for lower in lowers:
-                args += ["--lower", lower]
-            args += ["--overlay", target]
-        for name, value in sorted(self.app_env(environ).items()):
-            args += ["--setenv", name, value]
-        args += ["--chdir", cwd, "--die-with-parent", "--", *self.argv, *extra]
-        return args
+        return sandboxargs.render(
+            userns=self.userns, overlays=self.overlays(), env=self.app_env(environ), cwd=cwd,
+            argv=self.argv, extra=extra, cgroup_files=cgroup_files,
+        )
+
+    def to_cache(self) -> dict:
+        """What the fast path needs to launch again: plain JSON, read without dataclasses."""
+        return {
+            "profile": self.profile,
+            "userns": self.userns,
+            "overlays": [[t, list(lw)] for t, lw in self.overlays()],
+            "env": dict(self.env),
+            "argv": list(self.argv),
+            "limits": asdict(self.limits),
+            "allow_unenforced": self.allow_unenforced,
+            "digests": [l.digest for l in self.layers if l.digest],
+        }
 
     def to_json(self, environ: Mapping[str, str], cwd: str, launcher: tuple[str, ...]) -> dict:
         return {

@@ -13,7 +13,7 @@ from .paths import Paths
 from .plan import Plan, build_plan
 from .profile import Profile, load_profile
 from .resolve import Resolution, resolve
-from .scopes import find_profile
+from .scopes import find_profile  # noqa: F401  (re-exported for the CLI)
 from .store import Store
 
 
@@ -41,6 +41,23 @@ def catalog_loader(paths: Paths) -> Callable[[], Catalog]:
     return load
 
 
+def plan_inputs(paths: Paths, profile: Profile) -> list:
+    """The files a plan for profile depends on, with their stat signatures now (fast path)."""
+    from .catalog import catalog_files
+    from .fastpath import signature
+    from .scopes import scope_dirs
+
+    watched = [profile.path, lock_path(profile.path)]
+    for scope, directory in scope_dirs(paths):
+        if scope == profile.scope:
+            break
+        watched.append(directory / f"{profile.name}.yaml")  # a new higher-scope profile wins
+    if any(t.constraint for t in profile.tools):
+        dirs = catalog_dirs(paths)
+        watched += [*dirs, *catalog_files(dirs)]
+    return [(str(p), signature(str(p))) for p in watched]
+
+
 def load_named(paths: Paths, name: str) -> Profile:
     ref = find_profile(paths, name)
     return load_profile(ref.path, ref.scope)
@@ -63,8 +80,45 @@ def prepare(
     resolution = resolve(profile, catalog_loader(paths), lock, frozen=frozen)
     store = Store(paths.store)
     if build:
-        stored = {tool: to_stored(info) for tool, info in ensure_layers(resolution, store, paths, lock=lock, progress=progress).items()}
+        infos = ensure_layers(resolution, store, paths, lock=lock, progress=progress)
+        _check_conflicts(profile, resolution, infos, store)
+        stored = {tool: to_stored(info) for tool, info in infos.items()}
     else:
         stored = find_layers(resolution, store)
     plan = build_plan(resolution, stored, uid=os.getuid())
     return Prepared(profile, resolution, plan, lock)
+
+
+def _check_conflicts(profile: Profile, resolution: Resolution, infos: dict, store: Store) -> None:
+    from . import conflicts
+
+    if len(infos) < 2:
+        return
+    order = tuple(t.spec.tool for t in resolution.tools if t.spec.tool in infos)
+    labels = {t.spec.tool: t.label() for t in resolution.tools}
+    manifests = {tool: store.manifest(info.digest) for tool, info in infos.items()}
+    conflicts.check(profile, order, labels, manifests)
+
+
+def referenced_layers(paths: Paths, store: Store) -> dict[str, list[str]]:
+    """digest -> the profiles whose current resolution (or lock file) uses that layer."""
+    from .errors import EnvboxError
+    from .scopes import all_profiles
+
+    refs: dict[str, list[str]] = {}
+    load = catalog_loader(paths)
+    for ref, shadow in all_profiles(paths):
+        if shadow is not None:
+            continue
+        try:
+            profile = load_profile(ref.path, ref.scope)
+            lock = read_lock(lock_path(ref.path))
+            resolution = resolve(profile, load, lock)
+        except EnvboxError:
+            continue  # a broken profile references nothing; `envbox list` reports it
+        digests = {s.digest for s in find_layers(resolution, store).values()}
+        if lock:
+            digests |= {t.digest for t in lock.tools.values()}
+        for digest in digests:
+            refs.setdefault(digest, []).append(profile.name)
+    return refs

@@ -24,7 +24,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import signal
+# _signal is the C module behind `signal`; importing `signal` itself pulls in enum
+# (~6 ms at start-up here), which the launch path cannot afford.
+import _signal as signal
 import sys
 
 EXIT_ENVBOX, EXIT_NOEXEC, EXIT_NOTFOUND = 125, 126, 127

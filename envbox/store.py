@@ -178,11 +178,11 @@ class Store:
         return out
 
     def clean_tmp(self) -> None:
-        """Remove builds left by crashed builders (their pid is gone)."""
+        """Remove builds and gc leftovers of crashed processes (their pid is gone)."""
         tmp = self.root / "tmp"
         for entry in _listdir(tmp):
             pid = entry.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
                 _thaw(tmp / entry)
                 shutil.rmtree(tmp / entry, ignore_errors=True)
 
@@ -293,3 +293,92 @@ class _Lock:
 
     def __exit__(self, *exc) -> None:
         os.close(self.fd)  # closing drops the flock; a killed holder's lock goes with its fds
+
+
+# ---- maintenance: verify and gc --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    what: str  # a layer digest or an index file name
+    message: str
+
+
+def verify(store: Store) -> list[Problem]:
+    """Recompute every stored layer's digest; check every index entry. Reads everything."""
+    problems = []
+    layers = store.root / "layers"
+    for name in _listdir(layers):
+        path = layers / name
+        if not _is_digest(name):
+            problems.append(Problem(name, "not a layer (the name is not a sha256 digest)"))
+            continue
+        if path.is_symlink() or not path.is_dir():
+            problems.append(Problem(name, "is not a directory"))
+            continue
+        try:
+            actual = treedigest.scan(path).digest()
+        except (OSError, BuildError) as exc:
+            problems.append(Problem(name, f"cannot be read: {exc}"))
+            continue
+        if actual != name:
+            problems.append(Problem(name, f"content changed: its files now hash to {actual[:16]}…"))
+    for name in _listdir(store.root / "index"):
+        try:
+            data = json.loads((store.root / "index" / name).read_text())
+            info = LayerInfo.from_json(data, store)
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            problems.append(Problem(name, f"bad index entry: {exc}"))
+            continue
+        if not info.path.is_dir():
+            problems.append(Problem(name, f"index entry points at missing layer {info.digest[:16]}…"))
+    return problems
+
+
+def gc(store: Store, keep: set[str]) -> tuple[list[str], list[str]]:
+    """Remove layers whose digest is not in keep and that no running launch holds.
+
+    Returns (removed, kept_busy). A layer is first renamed into tmp/ (it disappears at once,
+    whole), then deleted; an interrupted gc leaves it in tmp/, which the next build cleans.
+    """
+    removed, busy = [], []
+    layers = store.root / "layers"
+    (store.root / "tmp").mkdir(parents=True, exist_ok=True)
+    (store.root / "locks").mkdir(parents=True, exist_ok=True)
+    for name in _listdir(layers):
+        if not _is_digest(name) or name in keep:
+            continue
+        lock = os.open(store.root / "locks" / f"use-{name}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                busy.append(name)
+                continue
+            doomed = store.root / "tmp" / f"gc-{name[:16]}-{os.getpid()}"
+            os.rename(layers / name, doomed)
+            crash_point("gc")
+            _thaw(doomed)
+            shutil.rmtree(doomed)
+            _unlink_quiet(store.root / "meta" / f"{name}.manifest")
+            _unlink_quiet(store.root / "locks" / f"use-{name}")
+            removed.append(name)
+        finally:
+            os.close(lock)
+    for name in _listdir(store.root / "index"):
+        path = store.root / "index" / name
+        try:
+            digest = json.loads(path.read_text()).get("digest")
+        except (ValueError, OSError, AttributeError):
+            digest = None
+        if digest not in keep and not (_is_digest(digest) and (layers / digest).is_dir()):
+            _unlink_quiet(path)
+    store.clean_tmp()
+    return removed, busy
+
+
+def _unlink_quiet(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,43 @@
+"""Render the sandbox's argv and the app's environment from plain values. Pure, stdlib only.
+
+The one place sandbox options are assembled: Plan.sandbox_args (full CLI) and the fast launch
+path (cached plan) both call render(), so the two paths cannot drift apart. Kept free of
+dataclasses, pathlib and re, which the fast path cannot afford to import.
+"""
+
+# The caller's variables an app gets (everything else is dropped, so a launch does not leak
+# the caller's PYTHONPATH, LD_PRELOAD or tool-manager shims into the app). README "Environment".
+PASSTHROUGH = frozenset((
+    "HOME", "USER", "LOGNAME", "SHELL", "TERM", "COLORTERM", "TERM_PROGRAM", "LANG", "LANGUAGE", "TZ",
+    "DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY", "XDG_RUNTIME_DIR", "XDG_SESSION_TYPE",
+    "XDG_CURRENT_DESKTOP", "XDG_SESSION_DESKTOP", "XDG_DATA_DIRS", "XDG_CONFIG_DIRS",
+    "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME",
+    "DBUS_SESSION_BUS_ADDRESS", "SSH_AUTH_SOCK", "GPG_AGENT_INFO", "PULSE_SERVER",
+    "TMPDIR", "COLUMNS", "LINES", "NO_COLOR", "EDITOR", "VISUAL", "PAGER",
+    "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+))
+PASSTHROUGH_PREFIXES = ("LC_",)
+
+
+def app_env(environ, fixed) -> dict:
+    """Allowed caller variables, then the plan's own (release env, profile env, PATH)."""
+    env = {k: v for k, v in environ.items() if k in PASSTHROUGH or k.startswith(PASSTHROUGH_PREFIXES)}
+    env.update(fixed)
+    return env
+
+
+def render(*, userns, overlays, env, cwd, argv, extra=(), cgroup_files=(), debug=False) -> list:
+    """overlays: [(target, [lower dirs top first])]; env: the app's whole environment."""
+    args = ["--debug"] if debug else []
+    if userns:
+        args.append("--userns")
+    for procs in cgroup_files:
+        args += ["--join-cgroup", procs]
+    for target, lowers in overlays:
+        for lower in lowers:
+            args += ["--lower", lower]
+        args += ["--overlay", target]
+    for name in sorted(env):
+        args += ["--setenv", name, env[name]]
+    args += ["--chdir", cwd, "--die-with-parent", "--", *argv, *extra]
+    return args
