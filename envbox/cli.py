@@ -40,19 +40,30 @@ def _progress(message: str) -> None:
         print(f"envbox: {message}", file=sys.stderr)
 
 
-def _launch(name: str, argv_extra: list[str], *, command: list[str] | None, frozen: bool, allow_unenforced: bool) -> int:
+def _target(paths, name: str | None):
+    """A named profile, or (name None) the trusted project file found from the working directory."""
+    from .prepare import load_named, load_project
+
+    if name is not None:
+        return load_named(paths, name)
+    profile, warnings = load_project(paths, os.environ)
+    for warning in warnings:
+        print(f"envbox: warning: {warning}", file=sys.stderr)
+    return profile
+
+
+def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | None, frozen: bool, allow_unenforced: bool) -> int:
     from . import fastpath, launch
-    from .prepare import find_profile, load_profile, plan_inputs, prepare
+    from .prepare import plan_inputs, prepare
 
     paths = _paths()
-    ref = find_profile(paths, name)
-    profile = load_profile(ref.path, ref.scope)
-    inputs = plan_inputs(paths, profile)  # signatures taken before reading: never newer than what was read
+    profile = _target(paths, name)
+    inputs = plan_inputs(paths, profile)
     prepared = prepare(paths, profile, build=True, frozen=frozen, progress=_progress)
     plan = prepared.plan
     entry = fastpath.make_entry(paths, plan.to_cache(), inputs + _layer_inputs(plan), os.environ)
     if not frozen:
-        fastpath.write(paths, profile.name, entry)
+        fastpath.write(paths, fastpath.cache_key(profile.name, str(profile.path) if profile.scope == "project" else None), entry)
     if command is None and not plan.argv:
         raise EnvboxError(f"profile {profile.name} has no command", f"add `command: [...]` to {profile.path}, or use 'envbox run --profile {profile.name} -- CMD'")
     entry["allow_unenforced"] = allow_unenforced
@@ -81,27 +92,69 @@ def launch(
 @app.command(context_settings=PASS_ARGS)
 def run(
     command: Optional[List[str]] = typer.Argument(None, help="The command to run (after --)."),
-    profile: str = typer.Option(..., "--profile", "-p", help="Profile whose environment to use."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile to use (default: the project's envbox.yaml)."),
     frozen: bool = typer.Option(False, "--frozen", help="Follow the lock file; never resolve anew."),
     allow_unenforced: bool = typer.Option(False, "--allow-unenforced", help="Run even if a limit cannot be enforced (warns)."),
 ) -> int:
     """Run any command in a profile's environment."""
     if not command:
-        raise EnvboxError("no command given", "usage: envbox run --profile NAME -- CMD [ARGS...]", exit_code=EXIT_USAGE)
+        raise EnvboxError("no command given", "usage: envbox run [--profile NAME] -- CMD [ARGS...]", exit_code=EXIT_USAGE)
     return _launch(profile, [], command=list(command), frozen=frozen, allow_unenforced=allow_unenforced)
 
 
 @app.command()
+def shell(
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile to use (default: the project's envbox.yaml)."),
+    frozen: bool = typer.Option(False, "--frozen", help="Follow the lock file; never resolve anew."),
+) -> int:
+    """Your shell ($SHELL) inside a profile's (or the project's) environment."""
+    return _launch(profile, [], command=[os.environ.get("SHELL") or "/bin/sh"], frozen=frozen, allow_unenforced=False)
+
+
+@app.command()
+def trust(revoke: bool = typer.Option(False, "--revoke", help="Forget the trust given to this project's file.")) -> int:
+    """Show what this project's envbox.yaml asks for, then trust it (or --revoke)."""
+    from . import project
+    from . import trust as trust_mod
+    from .errors import ProfileError
+    from .prepare import with_extends
+    from .profile import load_project_profile
+
+    paths = _paths()
+    try:
+        found = project.find(os.environ)
+    except project.ProjectError as exc:
+        raise ProfileError(exc.message, exc.hint) from None
+    if found is None:
+        raise ProfileError("no envbox.yaml here or in a parent directory", "create one, or cd into the project")
+    if revoke:
+        gone = trust_mod.revoke(paths.trust_dir, found)
+        print(f"{'revoked trust in' if gone else 'was not trusted:'} {found}")
+        return 0
+    pf = trust_mod.read_project_file(found, uid=os.getuid())
+    profile, warnings = load_project_profile(pf.path, pf.data, pf.sha256, pf.signature)
+    for warning in warnings:
+        print(f"envbox: warning: {warning}", file=sys.stderr)
+    merged = with_extends(paths, profile)
+    from .render import render_request
+
+    print(render_request(merged, pf.sha256))
+    trust_mod.record(paths.trust_dir, pf)
+    print(f"trusted {pf.path} (sha256 {pf.sha256[:16]}…); any edit or move revokes this")
+    return 0
+
+
+@app.command()
 def plan(
-    name: str = typer.Argument(..., help="Profile name."),
+    name: Optional[str] = typer.Argument(None, help="Profile name (default: the project's envbox.yaml)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> int:
     """Show what launch would do: layers, mounts, env, limits, sandbox command."""
     from . import launch as launch_mod
-    from .prepare import load_named, prepare
+    from .prepare import prepare
 
     paths = _paths()
-    prepared = prepare(paths, load_named(paths, name), build=False)
+    prepared = prepare(paths, _target(paths, name), build=False)
     data = prepared.plan.to_json(os.environ, os.getcwd(), launch_mod.launcher_argv())
     data["cgroup"] = _cgroup_choice(prepared.plan.limits)
     if as_json:
@@ -195,12 +248,15 @@ def catalog(
 
 
 @app.command()
-def build(name: str = typer.Argument(..., help="Profile name."), frozen: bool = typer.Option(False, "--frozen")) -> int:
+def build(
+    name: Optional[str] = typer.Argument(None, help="Profile name (default: the project's envbox.yaml)."),
+    frozen: bool = typer.Option(False, "--frozen", help="Follow the lock file; never resolve anew."),
+) -> int:
     """Fetch and build a profile's layers ahead of time."""
-    from .prepare import load_named, prepare
+    from .prepare import prepare
 
     paths = _paths()
-    prepared = prepare(paths, load_named(paths, name), build=True, frozen=frozen, progress=_progress)
+    prepared = prepare(paths, _target(paths, name), build=True, frozen=frozen, progress=_progress)
     for layer in prepared.plan.layers:
         print(f"{layer.tool:<10} {layer.label}  {layer.root}")
     return 0
@@ -270,16 +326,16 @@ def verify() -> int:
 
 
 @app.command()
-def lock(name: str = typer.Argument(..., help="Profile name.")) -> int:
+def lock(name: Optional[str] = typer.Argument(None, help="Profile name (default: the project's envbox.yaml).")) -> int:
     """Write NAME.lock beside the profile: exact releases, artifact hashes, layer digests."""
     from .build import ensure_layers
     from .lockfile import lock_path, render_lock
-    from .prepare import catalog_loader, load_named
+    from .prepare import catalog_loader
     from .resolve import resolve
     from .store import Store, _atomic_write
 
     paths = _paths()
-    profile = load_named(paths, name)
+    profile = _target(paths, name)
     resolution = resolve(profile, catalog_loader(paths))  # anew: a lock records the current best
     infos = ensure_layers(resolution, Store(paths.store), paths, progress=_progress)
     entries = {}
@@ -299,13 +355,13 @@ def lock(name: str = typer.Argument(..., help="Profile name.")) -> int:
 @app.command()
 def which(name: str = typer.Argument(..., help="Profile name."), path: str = typer.Argument(..., help="An absolute path, e.g. /usr/bin/python.")) -> int:
     """Which layer provides PATH in a profile, and from which release."""
-    from .prepare import load_named, prepare
+    from .prepare import prepare
     from .store import Store
 
     if not path.startswith("/"):
         raise EnvboxError(f"{path!r} is not an absolute path", "e.g. envbox which chrome /usr/bin/python", exit_code=EXIT_USAGE)
     paths = _paths()
-    prepared = prepare(paths, load_named(paths, name), build=False)
+    prepared = prepare(paths, _target(paths, name), build=False)
     store = Store(paths.store)
     rel = os.path.normpath(path).lstrip("/")
     for layer in reversed(prepared.plan.layers):

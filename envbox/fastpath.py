@@ -35,6 +35,15 @@ def cache_dir(environ) -> str:
     return os.path.join(base, "envbox")
 
 
+def cache_key(name: str, project_file: str | None) -> str:
+    """Named profiles by name; a project file by a hash of its absolute path."""
+    if project_file is None:
+        return name
+    import hashlib
+
+    return "project-" + hashlib.sha256(os.fsencode(project_file)).hexdigest()[:32]
+
+
 def entry_path(cache: str, name: str) -> str:
     return os.path.join(cache, "plans", f"{os.getuid()}-{name}.plan")
 
@@ -43,12 +52,17 @@ def key_env(environ) -> dict:
     return {k: environ[k] for k in KEY_NAMES if k in environ}
 
 
+def stat_signature(st) -> list:
+    """What must not change for a cached plan to stay valid. ctime moves on every write,
+    chmod or chown, and cannot be set back by the file's owner (unlike mtime)."""
+    return [st.st_ctime_ns, st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode, st.st_uid]
+
+
 def signature(path: str):
     try:
-        st = os.stat(path)
+        return stat_signature(os.stat(path))
     except OSError:
         return None
-    return [st.st_mtime_ns, st.st_size, st.st_ino]
 
 
 def code_files() -> list[str]:
@@ -56,8 +70,8 @@ def code_files() -> list[str]:
     return sorted(os.path.join(here, n) for n in os.listdir(here) if n.endswith(".py"))
 
 
-def parse_argv(argv: list[str]) -> tuple[str, list[str] | None, list[str]] | None:
-    """(profile, command or None, extra args) for the simple forms; None for anything else."""
+def parse_argv(argv: list[str]) -> tuple[str | None, list[str] | None, list[str]] | None:
+    """(profile or None for the project, command or None, extra args) for the simple forms."""
     if len(argv) >= 2 and argv[0] == "launch" and not argv[1].startswith("-"):
         rest = argv[2:]
         if rest and rest[0] != "--":
@@ -68,6 +82,8 @@ def parse_argv(argv: list[str]) -> tuple[str, list[str] | None, list[str]] | Non
             return argv[2], argv[4:], []
         if argv[1].startswith("--profile=") and argv[2] == "--" and len(argv) > 3:
             return argv[1].split("=", 1)[1], argv[3:], []
+    if len(argv) >= 3 and argv[0] == "run" and argv[1] == "--":
+        return None, argv[2:], []
     return None
 
 
@@ -127,6 +143,16 @@ def try_launch(argv: list[str], environ) -> int | None:
     if parsed is None:
         return None
     name, command, extra = parsed
+    if name is None:
+        from . import project
+
+        try:
+            found = project.find(environ)
+        except project.ProjectError:
+            return None
+        if found is None:
+            return None
+        name = cache_key("", found)
     entry = load(name, environ)
     if entry is None:
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from .build import ensure_layers, find_layers, to_stored
@@ -47,20 +48,78 @@ def plan_inputs(paths: Paths, profile: Profile) -> list:
     from .fastpath import signature
     from .scopes import scope_dirs
 
-    watched = [profile.path, lock_path(profile.path)]
-    for scope, directory in scope_dirs(paths):
-        if scope == profile.scope:
-            break
-        watched.append(directory / f"{profile.name}.yaml")  # a new higher-scope profile wins
+    watched = [lock_path(profile.path)]
+    if profile.scope == "project":
+        from .trust import record_path
+
+        watched.append(record_path(paths.trust_dir, profile.path))
+    else:
+        for scope, directory in scope_dirs(paths):
+            if scope == profile.scope:
+                break
+            watched.append(directory / f"{profile.name}.yaml")  # a new higher-scope profile wins
     if any(t.constraint for t in profile.tools):
         dirs = catalog_dirs(paths)
         watched += [*dirs, *catalog_files(dirs)]
-    return [(str(p), signature(str(p))) for p in watched]
+    # The profile files themselves: signatures taken before they were read.
+    return [(path, list(sig)) for path, sig in profile.origins] + [(str(p), signature(str(p))) for p in watched]
+
+
+MAX_EXTENDS = 16
 
 
 def load_named(paths: Paths, name: str) -> Profile:
+    """A profile from the bundled, system or user scope, with its `extends:` chain merged."""
     ref = find_profile(paths, name)
-    return load_profile(ref.path, ref.scope)
+    profile = load_profile(ref.path, ref.scope)
+    if profile.name != ref.name:
+        from .errors import ProfileError
+
+        raise ProfileError(f"{ref.path}: name {profile.name!r} differs from the file name {ref.name!r}", f"rename the file to {profile.name}.yaml or drop the name: key")
+    return with_extends(paths, profile)
+
+
+def with_extends(paths: Paths, profile: Profile) -> Profile:
+    """Merge the chain of `extends:` (named profiles only), refusing cycles and long chains."""
+    from .errors import ProfileError
+    from .profile import merge
+
+    chain = [profile]
+    seen = {(profile.scope, str(profile.path))}
+    while chain[-1].extends:
+        if len(chain) > MAX_EXTENDS:
+            raise ProfileError(f"{profile.path}: extends chain is longer than {MAX_EXTENDS} profiles", "flatten the chain")
+        ref = find_profile(paths, chain[-1].extends)
+        if (ref.scope, str(ref.path)) in seen:
+            names = " -> ".join(p.name for p in chain) + f" -> {ref.name}"
+            raise ProfileError(f"{profile.path}: extends cycle: {names}", "remove one of the extends: keys")
+        seen.add((ref.scope, str(ref.path)))
+        chain.append(load_profile(ref.path, ref.scope))
+    result = chain[-1]
+    for child in reversed(chain[:-1]):
+        result = merge(result, child)
+    return result
+
+
+def load_project(paths: Paths, environ, cwd: str | None = None) -> tuple[Profile, list[str]]:
+    """The project file found from cwd, trust-checked, with extends merged. (profile, warnings)"""
+    from . import project, trust
+    from .errors import ProfileError
+    from .profile import load_project_profile
+
+    try:
+        found = project.find(environ, cwd)
+    except project.ProjectError as exc:
+        raise ProfileError(exc.message, exc.hint) from None
+    if found is None:
+        raise ProfileError(
+            "no envbox.yaml here or in a parent directory (the search stops at $HOME and $ENVBOX_CEILING_PATHS)",
+            "create envbox.yaml, or name a profile with --profile NAME",
+        )
+    pf = trust.read_project_file(Path(found), uid=os.getuid())
+    trust.require_trusted(paths.trust_dir, pf)
+    profile, warnings = load_project_profile(pf.path, pf.data, pf.sha256, pf.signature)
+    return with_extends(paths, profile), warnings
 
 
 def prepare(

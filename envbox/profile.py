@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ class Profile:
     extends: str | None = None
     prefer: tuple[tuple[str, str], ...] = ()  # path -> tool that wins a conflict
     lines: tuple[tuple[str, int], ...] = ()  # top-level key -> line, for messages
+    origins: tuple[tuple[str, tuple], ...] = ()  # (file, stat signature before reading) of every file merged in
 
 
 def load_profile(path: Path, scope: str) -> Profile:
@@ -74,7 +75,57 @@ def load_profile(path: Path, scope: str) -> Profile:
     except yamlstrict.YamlError as exc:
         where = f"{path}:{exc.line}" if exc.line else str(path)
         raise ProfileError(f"{where}: {exc.message}", "fix the file; see 'Profile format' in the README") from None
-    return profile_from_data(doc.data, path=path, scope=scope, sha256=doc.sha256)
+    profile = profile_from_data(doc.data, path=path, scope=scope, sha256=doc.sha256)
+    return replace(profile, origins=((str(path), tuple(doc.signature)),))
+
+
+def load_project_profile(path: Path, data: bytes, sha256: str, signature: tuple) -> tuple[Profile, list[str]]:
+    """Parse a project file's exact bytes (already trust-checked). Returns (profile, warnings).
+
+    Settings that change security are ignored in project files: a cloned repository must not be
+    able to switch off the limits a user relies on.
+    """
+    try:
+        parsed = yamlstrict.parse(data)
+    except yamlstrict.YamlError as exc:
+        where = f"{path}:{exc.line}" if exc.line else str(path)
+        raise ProfileError(f"{where}: {exc.message}", "fix the file; see 'Profile format' in the README") from None
+    profile = profile_from_data(parsed, path=path, scope="project", sha256=sha256)
+    profile = replace(profile, origins=((str(path), tuple(signature)),))
+    warnings = []
+    if profile.allow_unenforced:
+        warnings.append(f"{path}: limits.allow_unenforced is ignored in project files (it would let a project turn its limits off)")
+        profile = replace(profile, allow_unenforced=False)
+    return profile, warnings
+
+
+def merge(base: Profile, child: Profile) -> Profile:
+    """child `extends:` base. Pure. Rules (README "extends"): the child's command, description
+    and desktop replace the base's when given; tools, env and prefer are merged key by key with
+    the child winning; limits are merged per limit; allow_unenforced comes from the child only."""
+    def merged(a: tuple, b: tuple) -> tuple:
+        out = dict(a)
+        out.update(b)
+        return tuple(out.items())
+
+    base_tools = {t.tool: t for t in base.tools}
+    base_tools.update({t.tool: t for t in child.tools})
+    limits = Limits(**{
+        k: getattr(child.limits, k) if getattr(child.limits, k) is not None else getattr(base.limits, k)
+        for k in ("memory", "memory_swap", "cpu", "pids")
+    })
+    return replace(
+        child,
+        description=child.description or base.description,
+        command=child.command or base.command,
+        tools=tuple(base_tools.values()),
+        env=merged(base.env, child.env),
+        limits=limits,
+        desktop=child.desktop or base.desktop,
+        prefer=merged(base.prefer, child.prefer),
+        extends=None,
+        origins=child.origins + base.origins,
+    )
 
 
 def profile_from_data(data: Any, *, path: Path, scope: str, sha256: str) -> Profile:
@@ -85,9 +136,12 @@ def profile_from_data(data: Any, *, path: Path, scope: str, sha256: str) -> Prof
     if not isinstance(data, dict):
         raise v.error(getattr(data, "line", 1), "a profile must be a mapping of keys to values")
     v.check_keys(data, PROFILE_KEYS, "profile")
-    default_name = path.name.removesuffix(".yaml").removesuffix(".yml")
-    if default_name in ("envbox", ".envbox"):
-        default_name = path.resolve().parent.name.lower()
+    if scope == "project":
+        from .project import default_name as project_name
+
+        default_name = project_name(str(path))
+    else:
+        default_name = path.name.removesuffix(".yaml").removesuffix(".yml")
     name = data.get("name", default_name)
     if not is_valid_name(name):
         raise v.error(

@@ -66,3 +66,18 @@ def render_list(rows: list[dict]) -> str:
             tools = "INVALID: " + row["error"]
         out.append(f"{row['name']:<16} {row['scope']:<8} {tools:<32} {row['file']}{note}")
     return "\n".join(out)
+
+
+def render_request(profile, sha256: str) -> str:
+    """What a project file asks for, shown before it is trusted."""
+    out = [f"{profile.path} asks for:"]
+    out.append("  command: " + (" ".join(profile.command) or "(none)"))
+    out.append("  tools:   " + (", ".join(f"{t.tool} {t.describe()}" for t in profile.tools) or "(none)"))
+    out += [f"  env:     {k}={v}" for k, v in profile.env] or ["  env:     (none)"]
+    lim = profile.limits
+    shown = [f"{k} {getattr(lim, k)}" for k in ("memory", "memory_swap", "cpu", "pids") if getattr(lim, k) is not None]
+    out.append("  limits:  " + (", ".join(shown) or "(none)"))
+    if len(profile.origins) > 1:
+        out.append("  extends: " + " <- ".join(path for path, _ in reversed(profile.origins)))
+    out.append(f"  sha256:  {sha256}")
+    return "\n".join(out)

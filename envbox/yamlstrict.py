@@ -51,9 +51,14 @@ class Document:
     data: Any
     sha256: str  # of the exact bytes that were parsed
     path: Path
+    signature: list  # fastpath.stat_signature of the file, taken before reading it
 
 
 def read_bytes(path: Path, *, limit: int = MAX_BYTES) -> bytes:
+    return read_file(path, limit=limit)[0]
+
+
+def read_file(path: Path, *, limit: int = MAX_BYTES) -> tuple[bytes, os.stat_result]:
     """Read a regular file without blocking on FIFOs or following a final symlink into devices."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
@@ -80,7 +85,7 @@ def read_bytes(path: Path, *, limit: int = MAX_BYTES) -> bytes:
             if total > limit:
                 raise YamlError(f"is more than the {limit}-byte limit")
             chunks.append(chunk)
-        return b"".join(chunks)
+        return b"".join(chunks), st
     finally:
         os.close(fd)
 
@@ -174,5 +179,7 @@ def load(path: Path, *, limit: int = MAX_BYTES) -> Document:
     """Read and parse one file. Raises YamlError (without the file name: callers add it)."""
     import hashlib
 
-    data = read_bytes(path, limit=limit)
-    return Document(parse(data), hashlib.sha256(data).hexdigest(), path)
+    from .fastpath import stat_signature
+
+    data, st = read_file(path, limit=limit)
+    return Document(parse(data), hashlib.sha256(data).hexdigest(), path, stat_signature(st))
