@@ -54,7 +54,7 @@ def check_namespaces(userns: bool) -> Check:
     from . import sandbox
 
     def probe() -> None:
-        sandbox.Unshare(userns=userns).execute(None)
+        sandbox.Unshare(userns=userns, pidns=True).execute(None)
 
     ok, msg = _in_child(probe)
     name = "user namespaces" if userns else "mount namespaces"

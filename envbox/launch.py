@@ -19,15 +19,6 @@ from . import sandbox, sandboxargs
 SANDBOX_FILE = os.path.realpath(sandbox.__file__)
 EXIT_ENVBOX = 125
 
-# Signals sent to envbox by another process (kill(2)) are passed on to the app. Terminal
-# signals (Ctrl-C, Ctrl-\, SIGWINCH on resize) already reach the app directly, since it shares
-# the terminal's foreground process group: forwarding those too would deliver them twice.
-FORWARD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM)
-# si_code values (siginfo.h) of signals sent by a process: SI_USER (kill), SI_QUEUE
-# (sigqueue), SI_TKILL (tgkill). The terminal's signals come with SI_KERNEL (0x80).
-_FROM_PROCESS = {0, -1, -6}
-
-
 class LaunchSpec:
     """Everything the supervisor needs, as plain values (no dataclasses: the fast path is
     measured in milliseconds and `import dataclasses` alone costs several)."""
@@ -101,9 +92,10 @@ def run(spec: LaunchSpec) -> int:
         return EXIT_ENVBOX
     record = _register(spec, cgroup)
     try:
-        status = _spawn_and_wait(spec, cgroup)
-        code = _exit_code(status)
-        if cgroup is not None and os.WIFSIGNALED(status) and cgroup.oom_killed():
+        code = _spawn_and_wait(spec, cgroup)
+        # The app's death by SIGKILL reaches us as 137 through the init; only the kernel's
+        # counter says whether the memory cap was the cause.
+        if cgroup is not None and code == 128 + signal.SIGKILL and cgroup.oom_killed():
             _say(f"{spec.profile} was killed: memory limit {_fmt_limit(spec.limits)} reached")
             code = 128 + signal.SIGKILL
         return code
@@ -153,8 +145,8 @@ def _setup_cgroup(spec: LaunchSpec):
 def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
     prefix = tuple(cgroup.argv_prefix()) if cgroup is not None else ()
     args = spec.sandbox_args(tuple(cgroup.join_files()) if cgroup is not None else ())
-    watched = set(FORWARD) | {signal.SIGCHLD}
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    old_mask = signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    watched = sandbox.block_signals()
     pid = os.fork()
     if pid == 0:  # the child becomes the sandbox, then the app
         try:
@@ -164,34 +156,12 @@ def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
         except BaseException as exc:  # never return into the supervisor's code in the child
             print(f"envbox: {exc}", file=sys.stderr)
             code = EXIT_ENVBOX
+        sys.stdout.flush()
         os._exit(code)
     try:
-        return _wait(pid, watched)
+        return sandbox.exit_code(sandbox.wait_forwarding(pid, watched))
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-
-
-def _wait(pid: int, watched: set) -> int:
-    while True:
-        info = signal.sigwaitinfo(watched)
-        if info.si_signo == signal.SIGCHLD:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done == pid:
-                return status
-            continue
-        if info.si_code in _FROM_PROCESS:
-            try:
-                os.kill(pid, info.si_signo)
-            except ProcessLookupError:
-                pass
-
-
-def _exit_code(status: int) -> int:
-    if os.WIFEXITED(status):
-        return os.WEXITSTATUS(status)
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return EXIT_ENVBOX
 
 
 def _hold_layers(spec: LaunchSpec) -> list[int]:

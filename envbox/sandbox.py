@@ -5,11 +5,18 @@ supervisor's forked child; it imports nothing from envbox, so a launch pays only
 interpreter and ctypes. Options are parsed into small operation values first; then a fixed
 sequence runs:
 
-    join cgroups -> unshare (user +) mount namespace -> make / private -> mount overlays
+    unshare (user +) mount (+ pid) namespaces -> make / private -> mount overlays
+    -> [pid namespace: fork the namespace's init, which joins the cgroups, mounts /proc and
+        forks the app; this process relays signals to it and passes its exit status up]
     -> chdir -> no_new_privs, parent-death signal -> reset signals -> exec
+
+With --unshare-pid the app's whole process tree lives in its own pid namespace, so when the
+init dies (because envbox was killed: parent-death signals chain down) the kernel kills every
+process the app left behind; nothing outlives the launch holding files or locks.
 
 Options (each flag on its own with its values):
     --userns                  new user namespace mapping the caller's uid/gid to themselves
+    --unshare-pid             new pid namespace with a small init (fresh /proc)
     --join-cgroup FILE        write our pid to a cgroup.procs file before anything else
     --lower DIR               a lower layer for the next --overlay (top first, like lowerdir=)
     --overlay TARGET          read-only overlay of the --lower dirs over the host's TARGET
@@ -35,7 +42,8 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
-MS_RDONLY, MS_NOSUID, MS_NODEV = 0x1, 0x2, 0x4
+CLONE_NEWPID = 0x20000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 # New mount API (linux/mount.h); x86_64 and aarch64 share these numbers (asm-generic table).
@@ -131,15 +139,17 @@ class JoinCgroup:
 
 
 class Unshare:
-    def __init__(self, *, userns: bool):
+    def __init__(self, *, userns: bool, pidns: bool = False):
         self.userns = userns
+        self.pidns = pidns
 
     def describe(self) -> str:
-        return "unshare user+mount namespaces (uid/gid mapped to themselves)" if self.userns else "unshare mount namespace"
+        kinds = ["user"] * self.userns + ["mount"] + ["pid"] * self.pidns
+        return f"unshare {'+'.join(kinds)} namespaces" + (" (uid/gid mapped to themselves)" if self.userns else "")
 
     def execute(self, ctx: "Context") -> None:
         uid, gid = os.getuid(), os.getgid()
-        unshare(CLONE_NEWNS | (CLONE_NEWUSER if self.userns else 0))
+        unshare(CLONE_NEWNS | (CLONE_NEWUSER if self.userns else 0) | (CLONE_NEWPID if self.pidns else 0))
         if self.userns:
             # An unprivileged process may map only its own ids, and must give up setgroups(2)
             # before writing gid_map (user_namespaces(7), "Interaction with setgroups").
@@ -149,6 +159,15 @@ class Unshare:
         # Every mount below must stay in this namespace: with shared propagation (systemd's
         # default for /) an overlay over /usr would appear in the host's namespace too.
         mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+class MountProc:
+    def describe(self) -> str:
+        return "mount a fresh /proc for the pid namespace"
+
+    def execute(self, ctx: "Context") -> None:
+        # The host's /proc would show host pids: /proc/<getpid()> would be some other process.
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 class Overlay:
@@ -206,12 +225,14 @@ class Overlay:
 class Context:
     def __init__(self) -> None:
         self.userns = False
+        self.pidns = False
         self.env: dict[str, str] = {}
         self.chdir: str | None = None
         self.die_with_parent = False
         self.debug = False
         self.forced_legacy = os.environ.get("ENVBOX_SANDBOX_LEGACY_MOUNT") == "1"
-        self.ops: list = []
+        self.ops: list = []  # run by this process
+        self.init_ops: list = []  # run by the pid namespace's init (empty without --unshare-pid)
         self.argv: list[str] = []
 
 
@@ -248,6 +269,8 @@ def parse(argv: list[str]) -> Context:
             break
         if arg == "--userns":
             ctx.userns = True
+        elif arg == "--unshare-pid":
+            ctx.pidns = True
         elif arg == "--join-cgroup":
             joins.append(JoinCgroup(take(1)[0]))
         elif arg == "--lower":
@@ -270,7 +293,14 @@ def parse(argv: list[str]) -> Context:
         raise SandboxFailure("--lower without a following --overlay")
     if not ctx.argv:
         raise SandboxFailure("no command given after --")
-    ctx.ops = [*joins, Unshare(userns=ctx.userns), *overlays]
+    unshare = Unshare(userns=ctx.userns, pidns=ctx.pidns)
+    if ctx.pidns:
+        # The cgroups are joined by the init, not by this process: it only relays signals,
+        # and must not count against (or be killed by) the app's limits.
+        ctx.ops = [unshare, *overlays]
+        ctx.init_ops = [*joins, MountProc()]
+    else:
+        ctx.ops = [*joins, unshare, *overlays]
     return ctx
 
 
@@ -299,45 +329,135 @@ def _find_program(name: str, path_var: str) -> str:
     raise SandboxFailure(f"{name}: command not found", EXIT_NOTFOUND)
 
 
-def execute(ctx: Context) -> None:
-    """Run the operations and exec the command. Never returns: raises SandboxFailure or execs."""
-    cwd = ctx.chdir or os.getcwd()
-    for op in ctx.ops:
+def _run_ops(ctx: Context, ops: list) -> None:
+    for op in ops:
         if ctx.debug:
             print(f"envbox-sandbox: {op.describe()}", file=sys.stderr)
         try:
             op.execute(ctx)
         except OSError as exc:
             raise SandboxFailure(f"{op.describe()}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")) from None
-    try:
-        # Re-enter the directory by path: if it is below /usr we now see the overlay's copy.
-        os.chdir(cwd)
-    except OSError:
-        os.chdir("/")
+
+
+def execute(ctx: Context) -> int:
+    """Run the operations and the command. Execs, or (pid namespace) returns the exit code."""
+    cwd = ctx.chdir or os.getcwd()
     if ctx.die_with_parent:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    # No setuid/file-capability gains from here on (prctl(2)); inherited across fork and exec.
-    prctl(PR_SET_NO_NEW_PRIVS, 1)
-    program = _find_program(ctx.argv[0], ctx.env.get("PATH", "/usr/bin:/bin"))
-    # The supervisor blocks signals to forward them; the app starts with a clean slate.
-    for sig in FORWARDED_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    _run_ops(ctx, ctx.ops)
+    if not ctx.pidns:
+        _exec_app(ctx, cwd)
+    watched = block_signals()
+    init = os.fork()
+    if init == 0:
+        _exit_with(_init(ctx, cwd, watched))
+    return exit_code(wait_forwarding(init, watched))
+
+
+def _init(ctx: Context, cwd: str, watched) -> int:
+    """Pid 1 of the namespace: set up, fork the app, pass signals on, reap orphans."""
     try:
-        os.execve(program, ctx.argv, ctx.env)
-    except OSError as exc:
-        code = EXIT_NOTFOUND if exc.errno == errno.ENOENT else EXIT_NOEXEC
-        raise SandboxFailure(f"{ctx.argv[0]}: {exc.strerror}", code) from None
+        # Dies with the relaying parent; the kernel then kills the whole namespace.
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        _run_ops(ctx, ctx.init_ops)
+        app = os.fork()
+        if app == 0:
+            _exit_with(_exec_app(ctx, cwd))
+    except SandboxFailure as exc:
+        print(f"envbox: {exc}", file=sys.stderr)
+        return exc.code
+    return exit_code(wait_forwarding(app, watched, reap_all=True))
+
+
+def _exit_with(code: int) -> None:
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def _exec_app(ctx: Context, cwd: str) -> int:
+    """Exec the app; returns an exit code only when that fails."""
+    try:
+        try:
+            # Re-enter the directory by path: if it is below /usr we now see the overlay's copy.
+            os.chdir(cwd)
+        except OSError:
+            os.chdir("/")
+        if ctx.die_with_parent:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        # No setuid/file-capability gains from here on (prctl(2)); inherited across fork and exec.
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        program = _find_program(ctx.argv[0], ctx.env.get("PATH", "/usr/bin:/bin"))
+        # Whoever started us blocked signals to forward them; the app starts with a clean slate.
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        try:
+            os.execve(program, ctx.argv, ctx.env)
+        except OSError as exc:
+            code = EXIT_NOTFOUND if exc.errno == errno.ENOENT else EXIT_NOEXEC
+            raise SandboxFailure(f"{ctx.argv[0]}: {exc.strerror}", code) from None
+    except SandboxFailure as exc:
+        print(f"envbox: {exc}", file=sys.stderr)
+        return exc.code
+    return EXIT_ENVBOX
+
+
+# ---- waiting and forwarding (used by the supervisor, the relay and the init) ---------------
+
+# Signals sent by another process are passed on to the child. The terminal's signals (Ctrl-C,
+# Ctrl-\, SIGWINCH) already reach the app directly, since it stays in the terminal's
+# foreground process group: forwarding those too would deliver them twice.
+FORWARD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM)
+# si_code of signals sent by a process: SI_USER (kill), SI_QUEUE (sigqueue), SI_TKILL (tgkill);
+# the terminal's come with SI_KERNEL.
+_FROM_PROCESS = {0, -1, -6}
+
+
+def block_signals() -> set:
+    """Block the forwarded signals and SIGCHLD (before fork, so none is lost); return the set."""
+    watched = set(FORWARD) | {signal.SIGCHLD}
+    signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    return watched
+
+
+def wait_forwarding(pid: int, watched: set, *, reap_all: bool = False) -> int:
+    """Forward signals from other processes to pid until it exits; return its wait status.
+
+    With reap_all (a pid namespace's init), every child is reaped, since orphans are ours."""
+    while True:
+        info = signal.sigwaitinfo(watched)
+        if info.si_signo == signal.SIGCHLD:
+            while True:
+                try:
+                    done, status = os.waitpid(-1 if reap_all else pid, os.WNOHANG)
+                except ChildProcessError:
+                    return 0
+                if done == 0:
+                    break
+                if done == pid:
+                    return status
+        elif info.si_code in _FROM_PROCESS:
+            try:
+                os.kill(pid, info.si_signo)
+            except ProcessLookupError:
+                pass
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell would report it: the exit code, or 128+N for signal N."""
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return EXIT_ENVBOX
 
 
 def main(argv: list[str]) -> int:
     try:
-        ctx = parse(argv)
-        execute(ctx)
+        return execute(parse(argv))
     except SandboxFailure as exc:
         print(f"envbox: {exc}", file=sys.stderr)
         return exc.code
-    return EXIT_ENVBOX  # not reached: execute() execs or raises
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ def render(*, userns, overlays, env, cwd, argv, extra=(), cgroup_files=(), debug
     args = ["--debug"] if debug else []
     if userns:
         args.append("--userns")
+    args.append("--unshare-pid")
     for procs in cgroup_files:
         args += ["--join-cgroup", procs]
     for target, lowers in overlays:

@@ -96,24 +96,50 @@ def test_mount_table_unchanged_after_launches_and_sigkill(env):
     before = mountinfo_lines()
     env.write_profile("m", "command: [sh]\ntools:\n  python: {host: /usr/bin/python3.11}\n")
     assert env.envbox("launch", "m", "--", "-c", "exit 0").returncode == 0
-    proc = env.envbox_popen("launch", "m", "--", "-c", "echo started; exec sleep 60", stdout=subprocess.PIPE, text=True)
+    lock = env.home / "lockfile"
+    proc = env.envbox_popen(
+        "launch", "m", "--", "-c", f"sleep 300 & flock {lock} sleep 300 & sleep 0.2; echo started; wait",
+        stdout=subprocess.PIPE, text=True,
+    )
     assert proc.stdout.readline().strip() == "started"
-    app_pids = _children(proc.pid)
+    tree = _descendants(proc.pid)
+    assert len(tree) >= 4, tree  # relay, init, the app's shell and its background jobs
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    _wait_gone(app_pids)
+    _wait_gone(tree, timeout=2)
+    free = subprocess.run(["flock", "-n", str(lock), "true"], timeout=10)
+    assert free.returncode == 0, "the app's lock must be released once envbox is killed"
     assert mountinfo_lines() == before
 
 
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(x) for x in out.split()]
+def _descendants(pid: int) -> list[int]:
+    rows = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split("\n")
+    children: dict[int, list[int]] = {}
+    for row in rows:
+        if row.strip():
+            p, pp = map(int, row.split())
+            children.setdefault(pp, []).append(p)
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a slow host init to reap it is dead for our purposes)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def _wait_gone(pids: list[int], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not any(os.path.exists(f"/proc/{p}") for p in pids):
+        if not any(_alive(p) for p in pids):
             return
         time.sleep(0.05)
     raise AssertionError(f"processes {pids} outlived envbox")
