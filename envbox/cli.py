@@ -382,6 +382,22 @@ def which(name: str = typer.Argument(..., help="Profile name."), path: str = typ
     return 0 if os.path.lexists(path) else 1
 
 
+@app.command()
+def ps(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> int:
+    """Running launches: profile, pid, backend, cgroup, memory and CPU used."""
+    from . import cgroups
+    from .running import running_launches
+
+    rows = running_launches(_paths().runtime_dir, cgroups.list_running(cgroups.probe()))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from .render import render_ps
+
+    print(render_ps(rows))
+    return 0
+
+
 def _usage_errors() -> tuple[type, ...]:
     """typer >= 0.20 vendors click (typer.exceptions); older typer uses click itself."""
     found: list[type] = []

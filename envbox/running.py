@@ -1,0 +1,50 @@
+"""Running launches: the supervisors' records in the runtime dir, joined with their cgroups."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
+    """One row per live launch of this user; records of dead supervisors are removed."""
+    by_pid = {row["launcher_pid"]: row for row in cgroup_rows}
+    out = []
+    directory = runtime_dir / "launches"
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        path = directory / name
+        try:
+            record = json.loads(path.read_text())
+            pid = int(record["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not _alive(pid):
+            path.unlink(missing_ok=True)
+            continue
+        cg = by_pid.get(pid, {})
+        usage = cg.get("usage") or {}
+        out.append({
+            "profile": record.get("profile"),
+            "pid": pid,
+            "started": record.get("started"),
+            "backend": record.get("backend", "none"),
+            "cgroups": record.get("cgroups", []),
+            "memory": usage.get("memory"),
+            "cpu_seconds": usage.get("cpu_seconds"),
+            "pids": usage.get("pids"),
+            "layers": record.get("layers", []),
+        })
+    return out
