@@ -121,7 +121,17 @@ def make_entry(paths, plan_data: dict, inputs: list, environ) -> dict:
         "plan": plan_data,
         "store_root": str(paths.store),
         "runtime_dir": str(paths.runtime_dir),
+        "readonly": protected_dirs(paths),
     }
+
+
+def protected_dirs(paths) -> list:
+    """envbox's own state, read-only inside every launch: the app cannot change its policy
+    (profiles, trust records, store, cached plans) behind the user's back."""
+    for d in (paths.config_dir, paths.data_dir, paths.state_dir, paths.cache_dir):
+        os.makedirs(d, exist_ok=True)  # a directory created later by the app would not be protected
+    dirs = (paths.config_dir, paths.data_dir, paths.state_dir, paths.cache_dir, paths.system_dir)
+    return [str(d) for d in dirs]
 
 
 def write(paths, name: str, entry: dict) -> None:

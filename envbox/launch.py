@@ -24,10 +24,10 @@ class LaunchSpec:
     measured in milliseconds and `import dataclasses` alone costs several)."""
 
     __slots__ = ("profile", "userns", "overlays", "env", "cwd", "argv", "limits", "allow_unenforced",
-                 "layer_digests", "store_root", "runtime_dir", "debug")
+                 "layer_digests", "store_root", "runtime_dir", "readonly", "debug")
 
     def __init__(self, *, profile, userns, overlays, env, cwd, argv, limits, allow_unenforced,
-                 layer_digests, store_root, runtime_dir, debug=False):
+                 layer_digests, store_root, runtime_dir, readonly=(), debug=False):
         self.profile = profile
         self.userns = userns
         self.overlays = overlays  # [(target, [lower dirs top first])]
@@ -39,12 +39,13 @@ class LaunchSpec:
         self.layer_digests = layer_digests
         self.store_root = store_root
         self.runtime_dir = runtime_dir
+        self.readonly = readonly  # envbox's own directories: read-only for the app
         self.debug = debug
 
     def sandbox_args(self, cgroup_files=()) -> list:
         return sandboxargs.render(
             userns=self.userns, overlays=self.overlays, env=self.env, cwd=self.cwd,
-            argv=self.argv, cgroup_files=cgroup_files, debug=self.debug,
+            argv=self.argv, cgroup_files=cgroup_files, readonly=self.readonly, debug=self.debug,
         )
 
 
@@ -64,6 +65,7 @@ def spec_from_cache(entry: dict, environ, cwd: str, command, extra, *, debug: bo
         layer_digests=plan["digests"],
         store_root=entry["store_root"],
         runtime_dir=entry["runtime_dir"],
+        readonly=entry.get("readonly", ()),
         debug=debug,
     )
 

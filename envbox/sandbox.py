@@ -21,6 +21,7 @@ Options (each flag on its own with its values):
     --lower DIR               a lower layer for the next --overlay (top first, like lowerdir=)
     --overlay TARGET          read-only overlay of the --lower dirs over the host's TARGET
     --setenv NAME VALUE       the app's environment is exactly the --setenv variables
+    --ro-bind PATH            make PATH read-only for the app (a read-only bind mount of itself)
     --chdir DIR               working directory of the app
     --die-with-parent         SIGKILL the app when the process that started it dies
     --debug                   describe every step on stderr
@@ -44,6 +45,7 @@ MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 CLONE_NEWPID = 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MS_REMOUNT, MS_BIND, MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 0x20, 0x1000, 0x400, 0x800, 0x200000
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 # New mount API (linux/mount.h); x86_64 and aarch64 share these numbers (asm-generic table).
@@ -170,6 +172,34 @@ class MountProc:
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
+class ReadOnly:
+    def __init__(self, path: str):
+        self.path = path
+
+    def describe(self) -> str:
+        return f"read-only {self.path}"
+
+    def execute(self, ctx: "Context") -> None:
+        # Missing paths are skipped: there is nothing there for the app to change.
+        if not os.path.lexists(self.path) or os.path.islink(self.path):
+            return
+        mount(self.path, self.path, None, MS_BIND | MS_REC)
+        # A bind mount takes the read-only flag only on a remount. In a user namespace the
+        # flags the mount already has (nosuid, nodev, noexec, atime) are locked and must be
+        # repeated, or the remount fails with EPERM (mount(2), "locked mounts").
+        mount(None, self.path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _locked_flags(self.path))
+
+
+def _locked_flags(path: str) -> int:
+    st = os.statvfs(path)
+    flags = 0
+    for bit, ms in ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
+                    (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME)):
+        if st.f_flag & bit:
+            flags |= ms
+    return flags
+
+
 class Overlay:
     def __init__(self, target: str, lowers: tuple[str, ...]):
         self.target = target
@@ -250,7 +280,7 @@ def _write(path: str, text: str) -> None:
 def parse(argv: list[str]) -> Context:
     """argv -> Context with operations in execution order. Pure."""
     ctx = Context()
-    joins, overlays, lowers = [], [], []
+    joins, overlays, lowers, readonly = [], [], [], []
     i = 0
 
     def take(n: int) -> list[str]:
@@ -281,6 +311,8 @@ def parse(argv: list[str]) -> Context:
         elif arg == "--setenv":
             name, value = take(2)
             ctx.env[name] = value
+        elif arg == "--ro-bind":
+            readonly.append(ReadOnly(take(1)[0]))
         elif arg == "--chdir":
             ctx.chdir = take(1)[0]
         elif arg == "--die-with-parent":
@@ -297,10 +329,10 @@ def parse(argv: list[str]) -> Context:
     if ctx.pidns:
         # The cgroups are joined by the init, not by this process: it only relays signals,
         # and must not count against (or be killed by) the app's limits.
-        ctx.ops = [unshare, *overlays]
+        ctx.ops = [unshare, *overlays, *readonly]
         ctx.init_ops = [*joins, MountProc()]
     else:
-        ctx.ops = [*joins, unshare, *overlays]
+        ctx.ops = [*joins, unshare, *overlays, *readonly]
     return ctx
 
 

@@ -26,8 +26,9 @@ def app_env(environ, fixed) -> dict:
     return env
 
 
-def render(*, userns, overlays, env, cwd, argv, extra=(), cgroup_files=(), debug=False) -> list:
-    """overlays: [(target, [lower dirs top first])]; env: the app's whole environment."""
+def render(*, userns, overlays, env, cwd, argv, extra=(), cgroup_files=(), readonly=(), debug=False) -> list:
+    """overlays: [(target, [lower dirs top first])]; env: the app's whole environment;
+    readonly: envbox's own directories, which the app must not be able to change."""
     args = ["--debug"] if debug else []
     if userns:
         args.append("--userns")
@@ -38,6 +39,8 @@ def render(*, userns, overlays, env, cwd, argv, extra=(), cgroup_files=(), debug
         for lower in lowers:
             args += ["--lower", lower]
         args += ["--overlay", target]
+    for path in readonly:
+        args += ["--ro-bind", path]
     for name in sorted(env):
         args += ["--setenv", name, env[name]]
     args += ["--chdir", cwd, "--die-with-parent", "--", *argv, *extra]

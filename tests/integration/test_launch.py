@@ -205,3 +205,21 @@ def test_stdin_and_stdout_pass_through(env):
     result = env.envbox("launch", "cat", input="line one\nline two\n")
     assert result.returncode == 0
     assert result.stdout == "line one\nline two\n"
+
+
+def test_app_cannot_change_envbox_state(env):
+    """Profiles, trust records, the store and cached plans are read-only inside a launch."""
+    env.write_profile("meddle", "command: [sh, -c]\ntools:\n  python: {host: /usr/bin/python3.11}\n")
+    assert env.envbox("launch", "meddle", "--", "true").returncode == 0  # builds a layer, caches the plan
+    targets = [env.user_profiles / "meddle.yaml", env.store, env.home / ".cache" / "envbox"]
+    before = {t: sorted(os.listdir(t)) if t.is_dir() else t.read_bytes() for t in targets}
+    script = "; ".join(
+        f"(echo x >> {env.user_profiles}/meddle.yaml; touch {env.user_profiles}/new.yaml; "
+        f"mkdir {env.store}/evil; touch {env.home}/.cache/envbox/evil) 2>/dev/null"
+        for _ in range(1)
+    ) + f"; touch {env.home}/allowed && echo done"
+    result = env.envbox("launch", "meddle", "--", script)
+    assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr
+    after = {t: sorted(os.listdir(t)) if t.is_dir() else t.read_bytes() for t in targets}
+    assert after == before
+    assert (env.home / "allowed").exists(), "the rest of the home directory stays writable"
