@@ -148,8 +148,12 @@ def _read_release(tool: str, item: Any, fail, source_kinds: Mapping[str, Any], p
         _check_layer_path(link, fail, item.key_lines.get("links", line))
     env = _str_map(item.get("env") or {}, fail, item.key_lines.get("env", line), "env")
     post = item.get("post") or []
-    if not isinstance(post, list):
-        raise fail(item.key_lines.get("post", line), "post must be a list of steps")
+    from .postbuild import check_steps
+
+    try:
+        check_steps(post)
+    except ValueError as exc:
+        raise fail(item.key_lines.get("post", line), f"{tool} {version}: {exc}") from None
     return Release(
         tool=tool,
         version=version,

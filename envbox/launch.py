@@ -2,8 +2,9 @@
 
 envbox stays as a small parent rather than exec'ing the app directly because something must
 outlive the app to read the OOM counters, remove the cgroup and turn death by signal into
-128+N. It is not an init: the app keeps its own pid and its place in the terminal's process
-group, so job control and terminal signals work as if envbox were not there (DESIGN-NOTES.md).
+128+N. The app itself runs under a small init in its own pid namespace (sandbox.py), and keeps
+its place in the terminal's process group, so job control and terminal signals work as if
+envbox were not there (docs/design-notes.md).
 """
 
 from __future__ import annotations
