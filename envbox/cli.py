@@ -398,6 +398,11 @@ def ps(as_json: bool = typer.Option(False, "--json", help="Machine-readable outp
     return 0
 
 
+from .cli_desktop import desktop_app  # noqa: E402  (a sub-app; its commands import lazily)
+
+app.add_typer(desktop_app, name="desktop")
+
+
 def _usage_errors() -> tuple[type, ...]:
     """typer >= 0.20 vendors click (typer.exceptions); older typer uses click itself."""
     found: list[type] = []

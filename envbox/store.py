@@ -122,6 +122,7 @@ class Store:
         work.mkdir()
         try:
             progress(f"building {recipe.label}")
+            crash_point("build")
             artifacts = recipe.fill(root, work)
             _make_links(root, recipe.links)
             crash_point("extract")
@@ -153,11 +154,17 @@ class Store:
             self._write_meta(digest, manifest)
             crash_point("index")
             _atomic_write(self._index_file(recipe.key), json.dumps(info.to_json(), indent=1))
+            self._log(f"built {digest} {recipe.key} {recipe.label}")
             progress(f"built {recipe.label}: {info.size / 1e6:.1f} MB, {info.files} files")
             return info
         finally:
             _thaw(tmp)
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def _log(self, line: str) -> None:
+        """One line per completed build, for users ('when was this built?') and tests."""
+        with open(self.root / "builds.log", "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid={os.getpid()} {line}\n")
 
     def _write_meta(self, digest: str, manifest: treedigest.Manifest) -> None:
         meta = self.root / "meta"

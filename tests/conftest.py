@@ -133,11 +133,19 @@ def _make_env(mode: str) -> Env:
         "ENVBOX_SYSTEM_DIR": str(base / "etc-envbox"),
     }
     (base / "run").mkdir(mode=0o700)
-    shared = os.environ.get("ENVBOX_TEST_DOWNLOADS")
-    if shared:  # a download cache shared between tests (content-addressed, so safe to share)
-        env.vars["ENVBOX_CACHE_DIR"] = shared
     env.give(base)
     return env
+
+
+def shared_cache(env: Env) -> None:
+    """Point env at a download cache shared by the tests of its mode (content-addressed by
+    sha256, so sharing is safe), so each release is downloaded once per run, not per test."""
+    path = Path(f"/tmp/envbox-test-downloads-{env.mode}")
+    path.mkdir(exist_ok=True)
+    if env.uid:
+        os.chown(path, env.uid, env.gid)
+    os.chmod(path, 0o755)
+    env.vars["ENVBOX_CACHE_DIR"] = str(path)
 
 
 @pytest.fixture(params=["root", "rootless"])
