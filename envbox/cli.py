@@ -435,6 +435,9 @@ def run_cli(argv: list[str]) -> int:
     except (typer.Abort, KeyboardInterrupt):
         return 130
     except _usage_errors() as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `envbox` or `envbox desktop`
+            print(exc.format_message(), file=sys.stderr)
+            return EXIT_USAGE
         print(f"envbox: {exc.format_message()}", file=sys.stderr)
         print("hint: run 'envbox --help' for usage", file=sys.stderr)
         return EXIT_USAGE
@@ -442,5 +445,11 @@ def run_cli(argv: list[str]) -> int:
         if _state["debug"]:
             raise
         print(f"envbox: {exc}", file=sys.stderr)
+        return EXIT_ENVBOX
+    except Exception as exc:  # a bug: still one line, with the way to the traceback
+        if _state["debug"]:
+            raise
+        print(f"envbox: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("hint: run again with 'envbox --debug ...' for the traceback, and report it", file=sys.stderr)
         return EXIT_ENVBOX
     return result if isinstance(result, int) else 0

@@ -358,7 +358,7 @@ def _find_program(name: str, path_var: str) -> str:
             denied = denied or candidate
     if denied:
         raise SandboxFailure(f"{name}: permission denied (not executable)", EXIT_NOEXEC)
-    raise SandboxFailure(f"{name}: command not found", EXIT_NOTFOUND)
+    raise SandboxFailure(f"{name}: command not found\nhint: install it on the host, or add a tool that provides it (searched {path_var})", EXIT_NOTFOUND)
 
 
 def _run_ops(ctx: Context, ops: list) -> None:

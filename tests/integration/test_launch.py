@@ -160,7 +160,8 @@ def test_command_not_found_is_127_and_not_executable_is_126(env):
     env.write_profile("bad", "command: [no-such-program-xyz]\n")
     result = env.envbox("launch", "bad")
     assert result.returncode == 127
-    assert result.stderr.strip() == "envbox: no-such-program-xyz: command not found"
+    assert result.stderr.splitlines()[0] == "envbox: no-such-program-xyz: command not found"
+    assert result.stderr.splitlines()[1].startswith("hint: ")
     script = env.home / "not-exec.sh"
     script.write_text("#!/bin/sh\necho hi\n")
     script.chmod(0o644)
