@@ -29,6 +29,17 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
     _state["debug"] = debug
 
 
+def _complete_profiles(incomplete: str) -> list[str]:
+    """Names of the named profiles (never a project file: completion must not act on one)."""
+    from .scopes import all_profiles
+
+    try:
+        names = sorted({ref.name for ref, _ in all_profiles(_paths())})
+    except Exception:  # completion must never print a traceback into the user's shell
+        return []
+    return [n for n in names if n.startswith(incomplete)]
+
+
 def _paths():
     from .paths import Paths
 
@@ -80,7 +91,7 @@ def _layer_inputs(plan) -> list:
 
 @app.command(context_settings=PASS_ARGS)
 def launch(
-    name: str = typer.Argument(..., help="Profile name."),
+    name: str = typer.Argument(..., help="Profile name.", autocompletion=_complete_profiles),
     args: Optional[List[str]] = typer.Argument(None, help="Arguments appended to the profile's command (after --)."),
     frozen: bool = typer.Option(False, "--frozen", help="Follow the lock file; never resolve anew."),
     allow_unenforced: bool = typer.Option(False, "--allow-unenforced", help="Run even if a limit cannot be enforced (warns)."),
@@ -92,7 +103,7 @@ def launch(
 @app.command(context_settings=PASS_ARGS)
 def run(
     command: Optional[List[str]] = typer.Argument(None, help="The command to run (after --)."),
-    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile to use (default: the project's envbox.yaml)."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile to use (default: the project's envbox.yaml).", autocompletion=_complete_profiles),
     frozen: bool = typer.Option(False, "--frozen", help="Follow the lock file; never resolve anew."),
     allow_unenforced: bool = typer.Option(False, "--allow-unenforced", help="Run even if a limit cannot be enforced (warns)."),
 ) -> int:
@@ -146,7 +157,7 @@ def trust(revoke: bool = typer.Option(False, "--revoke", help="Forget the trust 
 
 @app.command()
 def plan(
-    name: Optional[str] = typer.Argument(None, help="Profile name (default: the project's envbox.yaml)."),
+    name: Optional[str] = typer.Argument(None, help="Profile name (default: the project's envbox.yaml).", autocompletion=_complete_profiles),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> int:
     """Show what launch would do: layers, mounts, env, limits, sandbox command."""
@@ -249,7 +260,7 @@ def catalog(
 
 @app.command()
 def build(
-    name: Optional[str] = typer.Argument(None, help="Profile name (default: the project's envbox.yaml)."),
+    name: Optional[str] = typer.Argument(None, help="Profile name (default: the project's envbox.yaml).", autocompletion=_complete_profiles),
     frozen: bool = typer.Option(False, "--frozen", help="Follow the lock file; never resolve anew."),
 ) -> int:
     """Fetch and build a profile's layers ahead of time."""

@@ -1,4 +1,4 @@
-"""Post-build steps on a filled layer: byte-compile, privatize libraries; run_over_usr. Side effects."""
+"""Post-build steps on a filled layer: byte-compile in the sandbox, privatize libraries. Side effects."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import os
 import re
 import struct
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from . import sandbox, sandboxargs
 from .errors import BuildError
 
 if TYPE_CHECKING:
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
 
 STEP_KINDS = ("pycompile",)
 DEFAULT_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+LAYER_PATH = "/usr/bin:/bin"  # inside the namespace: the layer's programs, then the host's
+SANDBOX_FILE = os.path.realpath(sandbox.__file__)
 _PYTHON_RE = re.compile(r"python([23])\.([0-9]{1,2})")
 
 
@@ -53,26 +57,19 @@ def run_steps(steps: Sequence[Any], root: Path, ctx: BuildContext) -> None:
 
 
 def run_over_usr(layer_root: Path, argv: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess:
-    """Run argv in a private mount namespace where LAYER/usr is stacked over the host's /usr.
+    """Run argv through envbox's own sandbox with LAYER/usr stacked read-only over the host's /usr.
 
-    Uses util-linux for now (to be swapped for envbox's sandbox). The overlay has no upperdir,
-    so it is read-only. Without root, a user namespace maps us to root, and the overlay needs
-    `userxattr`: unprivileged overlays may not read trusted.* xattrs (overlayfs(5)).
+    A child process (`python -SI sandbox.py`), as at launch: unshare and mount happen there,
+    never in the builder. Without root the sandbox adds a user namespace (--userns) and mounts
+    the overlay with userxattr. The environment is exactly env, with PATH on /usr only.
     """
     usr = Path(layer_root).absolute() / "usr"
     if not usr.is_dir():
         raise BuildError(f"layer {layer_root} has no usr/ directory", "the source produced no files under usr/")
-    if any(c in str(usr) for c in ",:\\\n"):
-        # ',' separates mount options and ':' lowerdirs; the legacy mount string cannot carry them.
-        raise BuildError(f"layer path {usr} contains ',', ':' or '\\'", "use a store/work directory without those characters")
-    options = f"lowerdir={usr}:/usr"
-    ns = ["unshare", "--mount", "--propagation", "private"]
-    if os.geteuid() != 0:
-        ns = ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private"]
-        options = "userxattr," + options
-    script = 'mount -t overlay overlay -o "$1" /usr && shift && exec "$@"'
-    run_env = {"PATH": DEFAULT_PATH, **env}
-    return subprocess.run([*ns, "sh", "-c", script, "sh", options, *argv], env=run_env, capture_output=True, text=True)
+    args = sandboxargs.render(
+        userns=os.geteuid() != 0, overlays=[("/usr", [str(usr)])], env={**env, "PATH": LAYER_PATH}, cwd="/", argv=list(argv)
+    )
+    return subprocess.run([sys.executable, "-SI", SANDBOX_FILE, *args], env=dict(env), capture_output=True, text=True)
 
 
 def pycompile(root: Path, interpreter: str, *, env: Mapping[str, str]) -> None:

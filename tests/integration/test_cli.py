@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,28 @@ def test_doctor_reports_each_check(env):
     assert checks["overlayfs"]["status"] == "PASS", checks["overlayfs"]
     ns = "user namespaces" if env.mode == "rootless" else "mount namespaces"
     assert checks[ns]["status"] == "PASS"
+
+
+@pytest.mark.parametrize(
+    "shell,env_vars",
+    [
+        ("bash", {"_ENVBOX_COMPLETE": "complete_bash", "COMP_WORDS": "envbox launch py", "COMP_CWORD": "2"}),
+        ("zsh", {"_ENVBOX_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "envbox launch py"}),
+        ("fish", {"_ENVBOX_COMPLETE": "complete_fish", "_TYPER_COMPLETE_ARGS": "envbox launch py", "_TYPER_COMPLETE_FISH_ACTION": "get-args"}),
+    ],
+)
+def test_completion_lists_profiles_and_ignores_project_files(env, shell, env_vars):
+    project = env.home / "proj"
+    project.mkdir()
+    os.mkfifo(project / "envbox.yaml")  # reading it would block: completion must not touch it
+    env.give(env.home)
+    result = env.envbox(env=env_vars, cwd=str(project), timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "py-host" in result.stdout
+    assert not env.store.exists()
+
+
+def test_show_completion_scripts(root_env):
+    for shell in ("bash", "zsh", "fish"):
+        result = root_env.envbox("--show-completion", shell)
+        assert result.returncode == 0 and "_ENVBOX_COMPLETE" in result.stdout, (shell, result.stderr)
