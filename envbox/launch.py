@@ -185,28 +185,51 @@ def _hold_layers(spec: LaunchSpec) -> list[int]:
     return fds
 
 
+def private_dir(path: str) -> bool:
+    """Make (or accept) a directory only this user can use, without following a symlink.
+
+    The runtime directory may live in /tmp (no $XDG_RUNTIME_DIR), where anyone could have
+    planted a symlink or a directory of their own under the expected name."""
+    parent = os.path.dirname(path)
+    try:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    import stat
+
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
 def _register(spec: LaunchSpec, cgroup) -> str | None:
     """A record for `envbox ps` in the runtime directory; removed when the launch ends."""
-    if not spec.runtime_dir:
+    if not spec.runtime_dir or not private_dir(spec.runtime_dir):
         return None
     directory = os.path.join(spec.runtime_dir, "launches")
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        path = os.path.join(directory, f"{os.getpid()}.json")
-        import json
-        import time
+    if not private_dir(directory):
+        return None
+    import marshal
+    import time
 
-        data = {
-            "profile": spec.profile,
-            "pid": os.getpid(),
-            "started": time.time(),
-            "backend": getattr(cgroup, "backend", "none") if cgroup else "none",
-            "cgroups": list(getattr(cgroup, "paths", ())) if cgroup else [],
-            "layers": list(spec.layer_digests),
-        }
+    record = {
+        "profile": spec.profile,
+        "pid": os.getpid(),
+        "started": time.time(),
+        "backend": getattr(cgroup, "backend", "none") if cgroup else "none",
+        "cgroups": list(getattr(cgroup, "paths", ())) if cgroup else [],
+        "layers": list(spec.layer_digests),
+    }
+    path = os.path.join(directory, f"{os.getpid()}.launch")
+    try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
+        with os.fdopen(fd, "wb") as f:
+            f.write(marshal.dumps(record))  # marshal: json would cost the fast path ~10 ms of imports
         return path
     except OSError:
         return None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from . import sandbox, sandboxargs
+from . import sandboxargs
 from .errors import BuildError
 
 if TYPE_CHECKING:
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 STEP_KINDS = ("pycompile",)
 DEFAULT_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 LAYER_PATH = "/usr/bin:/bin"  # inside the namespace: the layer's programs, then the host's
-SANDBOX_FILE = os.path.realpath(sandbox.__file__)
+# Run as a file, like at launch; importing it here would only load ctypes for nothing.
+SANDBOX_FILE = str(Path(__file__).resolve().with_name("sandbox.py"))
 _PYTHON_RE = re.compile(r"python([23])\.([0-9]{1,2})")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 from pathlib import Path
 
@@ -26,10 +26,12 @@ def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
         names = []
     for name in names:
         path = directory / name
+        if not name.endswith(".launch"):
+            continue
         try:
-            record = json.loads(path.read_text())
+            record = marshal.loads(path.read_bytes())
             pid = int(record["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, EOFError):
             continue
         if not _alive(pid):
             path.unlink(missing_ok=True)
