@@ -96,10 +96,22 @@ def load_catalog(dirs: tuple[Path, ...]) -> Catalog:
 
     source_kinds = kinds()
     chosen: dict[tuple[str, str], Release] = {}
-    files = catalog_files(dirs)
-    for path in files:
-        for release in _read_file(path, source_kinds):
-            chosen[(release.tool, release.version)] = release
+    files = []
+    for directory in dirs:
+        in_scope: dict[tuple[str, str], Release] = {}
+        scope_files = catalog_files((directory,))
+        for path in scope_files:
+            for release in _read_file(path, source_kinds):
+                key = (release.tool, release.version)
+                if key in in_scope:
+                    # Within one directory there is no precedence to decide which one is meant.
+                    raise CatalogError(
+                        f"{release.origin}: {release.tool} {release.version} is defined twice in one catalog directory (also at {in_scope[key].origin})",
+                        "remove one of them; a catalog in a later directory may override an earlier one",
+                    )
+                in_scope[key] = release
+        chosen.update(in_scope)
+        files += scope_files
     return Catalog(tuple(chosen.values()), tuple(files))
 
 

@@ -168,6 +168,7 @@ def plan(
     prepared = prepare(paths, _target(paths, name), build=False)
     data = prepared.plan.to_json(os.environ, os.getcwd(), launch_mod.launcher_argv())
     data["cgroup"] = _cgroup_choice(prepared.plan.limits)
+    data["fields"] = dict(prepared.profile.field_origins)
     if as_json:
         print(json.dumps(data, indent=2))
         return 0

@@ -66,6 +66,7 @@ class Profile:
     prefer: tuple[tuple[str, str], ...] = ()  # path -> tool that wins a conflict
     lines: tuple[tuple[str, int], ...] = ()  # top-level key -> line, for messages
     origins: tuple[tuple[str, tuple], ...] = ()  # (file, stat signature before reading) of every file merged in
+    field_origins: tuple[tuple[str, str], ...] = ()  # "tools.python" -> "file:line" it came from
 
 
 def load_profile(path: Path, scope: str) -> Profile:
@@ -125,6 +126,7 @@ def merge(base: Profile, child: Profile) -> Profile:
         prefer=merged(base.prefer, child.prefer),
         extends=None,
         origins=child.origins + base.origins,
+        field_origins=tuple({**dict(base.field_origins), **dict(child.field_origins)}.items()),
     )
 
 
@@ -164,7 +166,22 @@ def profile_from_data(data: Any, *, path: Path, scope: str, sha256: str) -> Prof
         extends=v.optional_name(data, "extends"),
         prefer=v.prefer(data),
         lines=tuple((k, v.line(data, k)) for k in data),
+        field_origins=_field_origins(data, path),
     )
+
+
+def _field_origins(data: dict, path: Path) -> tuple[tuple[str, str], ...]:
+    """Where each field was written: top-level keys, and each entry of tools/env/limits."""
+    out = []
+    lines = getattr(data, "key_lines", {})
+    for key in data:
+        value = data[key]
+        if key in ("tools", "env", "limits") and isinstance(value, dict):
+            sub = getattr(value, "key_lines", {})
+            out += [(f"{key}.{k}", f"{path}:{sub.get(k, lines.get(key, 0))}") for k in value]
+        else:
+            out.append((key, f"{path}:{lines.get(key, 0)}"))
+    return tuple(out)
 
 
 class _Validator:

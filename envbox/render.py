@@ -46,7 +46,10 @@ def render_plan(data: dict) -> str:
         out += [f"  cannot enforce: {p}" for p in cg["problems"]]
     out.append("env")
     out += [f"  {k}={v}" for k, v in sorted(data["env"].items())]
-    out.append("sandbox  " + ("user + mount namespace" if data["userns"] else "mount namespace"))
+    if data.get("fields") and len({where.rsplit(":", 1)[0] for where in data["fields"].values()}) > 1:
+        out.append("fields   (where each came from: extends merges several files)")
+        out += [f"  {k:<20} {where}" for k, where in data["fields"].items()]
+    out.append("sandbox  " + ("user + mount namespace" if data["userns"] else "mount namespace") + " + pid namespace")
     if data["sandbox_command"]:
         out.append("command  (paste into a shell to run the same sandbox; launch also joins the cgroup)")
         out.append("  " + data["sandbox_command"])

@@ -122,3 +122,17 @@ def test_extends_cycles_and_long_chains_are_errors(root_env, chain):
     result = env.envbox("plan", first)
     assert result.returncode == 125 and words in result.stderr, result.stderr
     no_traceback(result)
+
+
+def test_plan_shows_where_each_field_came_from(root_env):
+    env = root_env
+    base = env.write_profile("base", "command: [sh]\nenv: {A: base-a, B: base-b}\n")
+    child = env.write_profile("child", "extends: base\nenv:\n  B: child-b\n")
+    import json
+
+    plan = json.loads(env.envbox("plan", "child", "--json").stdout)
+    assert plan["fields"]["command"] == f"{base}:1"
+    assert plan["fields"]["env.A"] == f"{base}:2"
+    assert plan["fields"]["env.B"] == f"{child}:3"
+    text = env.envbox("plan", "child").stdout
+    assert f"env.B                {child}:3" in text
