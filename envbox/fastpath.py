@@ -131,7 +131,15 @@ def protected_dirs(paths) -> list:
     for d in (paths.config_dir, paths.data_dir, paths.state_dir, paths.cache_dir):
         os.makedirs(d, exist_ok=True)  # a directory created later by the app would not be protected
     dirs = (paths.config_dir, paths.data_dir, paths.state_dir, paths.cache_dir, paths.system_dir)
-    return [str(d) for d in dirs]
+    return [str(d) for d in dirs] + desktop_entries(os.environ)
+
+
+def desktop_entries(environ) -> list:
+    """The launcher entries envbox wrote for this user: read-only too (an app could otherwise
+    point the menu entry of another app at something else)."""
+    from .desktop_files import find_installed, user_place
+
+    return [str(item.path) for item in find_installed(user_place(environ))]
 
 
 def write(paths, name: str, entry: dict) -> None:

@@ -48,7 +48,10 @@ def plan_inputs(paths: Paths, profile: Profile) -> list:
     from .fastpath import signature
     from .scopes import scope_dirs
 
-    watched = [lock_path(profile.path)]
+    from .desktop_files import user_place
+
+    # The applications directory: a new envbox entry there must be protected in the next launch.
+    watched = [lock_path(profile.path), user_place(os.environ).directory]
     if profile.scope == "project":
         from .trust import record_path
 

@@ -359,6 +359,117 @@ def test_unreachable_mirror_is_an_error(world, tmp_path):
     assert "reachable" in info.value.hint
 
 
+# ---- damaged .deb files ----------------------------------------------------------------------
+
+
+def ar_members(data: bytes) -> list[tuple[str, bytes]]:
+    """The members of an ar archive (ar(5): 8-byte magic, then 60-byte headers, 2-byte aligned)."""
+    assert data[:8] == b"!<arch>\n"
+    members, pos = [], 8
+    while pos < len(data):
+        header = data[pos : pos + 60]
+        size = int(header[48:58])
+        members.append((header[:16].decode().strip(), data[pos + 60 : pos + 60 + size]))
+        pos += 60 + size + (size & 1)
+    return members
+
+
+def ar_archive(members: list[tuple[str, bytes]]) -> bytes:
+    out = b"!<arch>\n"
+    for name, body in members:
+        out += f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(body):<10}`\n".encode() + body + b"\n" * (len(body) & 1)
+    return out
+
+
+def damaged(good: bytes, how: str) -> bytes:
+    if how == "unknown compression":
+        return ar_archive([(name.replace("data.tar.xz", "data.tar.zz"), body) for name, body in ar_members(good)])
+    if how == "bad member header":
+        return good[:8] + b"debian-binary   this is no ar member header at all!!!!!!!!!!!" + good[68:]
+    if how == "truncated":
+        return good[:100]
+    return b"hello, this is not an ar archive\n"
+
+
+@needs_debian
+@pytest.mark.parametrize(
+    "how,reason",
+    [
+        ("unknown compression", "archive 'x_1.0_all.deb' uses unknown compression for member 'data.tar.zz', giving up"),
+        ("bad member header", "file 'x_1.0_all.deb' is corrupt - bad archive header magic"),
+        ("truncated", "unexpected end of file in archive member header in x_1.0_all.deb"),
+        ("not ar", "'x_1.0_all.deb' is not a Debian format archive"),
+    ],
+)
+def test_a_damaged_deb_is_a_clear_error(tmp_path, how, reason):
+    good = make_deb(tmp_path, "x", "1.0", files={"usr/share/x/f": "x\n"})
+    bad = tmp_path / "cache-entry"
+    bad.write_bytes(damaged(subprocess.run(["dpkg-deb", "-Zxz", "--build", "--root-owner-group", str(tmp_path / "tree-x-1.0"), "-"], capture_output=True, check=True).stdout if how == "unknown compression" else good.read_bytes(), how))
+    root = tmp_path / "root"
+    root.mkdir()
+    with pytest.raises(BuildError) as info:
+        deb.extract(bad, root, HELPER_ENV, name="x_1.0_all.deb")
+    assert info.value.message == f"dpkg-deb cannot unpack x_1.0_all.deb: {reason}"
+    assert "dpkg-deb --info" in info.value.hint
+    assert list(root.iterdir()) == []
+
+
+@needs_debian
+def test_unknown_compression_in_the_archive_fails_the_build(world):
+    tree = world["tmp"] / "odd-tree"
+    make_deb(world["debs"], "odd", "1.0", files={"usr/share/odd/f": "x\n"})
+    good = subprocess.run(["dpkg-deb", "-Zxz", "--build", "--root-owner-group", str(world["debs"] / "tree-odd-1.0"), "-"], capture_output=True, check=True).stdout
+    tree.mkdir()
+    odd = tree / "odd_1.0_all.deb"
+    odd.write_bytes(damaged(good, "unknown compression"))
+    world["repo"].add(odd)  # the index lists the odd file's own sha256: the download succeeds
+    world["repo"].publish()
+    with pytest.raises(BuildError, match=r"dpkg-deb cannot unpack odd_1.0_all.deb: archive 'odd_1.0_all.deb' uses unknown compression"):
+        build(world, {"packages": ["odd"]})
+
+
+# ---- as root and as the unprivileged test user ------------------------------------------------
+
+BUILD_AS_USER = """
+import json, sys
+from pathlib import Path
+from envbox import postbuild
+from envbox.sources import BuildContext, deb
+a = json.loads(sys.argv[1])
+base = Path(a["base"])
+(base / "root").mkdir()
+(base / "work").mkdir()
+ctx = BuildContext(root=base / "root", work=base / "work", downloads=base / "downloads", helper_env=a["env"], progress=print)
+mirror = deb.Mirror(archive=a["url"], security=None, keyring=None, updates=False)
+artifacts = deb.build_from({"kind": "deb", "suite": "test", "packages": ["hello"]}, ctx, mirror=mirror, status=base / "status")
+ran = postbuild.run_over_usr(ctx.root, ["/bin/sh", "-c", "id -u; /usr/bin/hello; test -x /usr/bin/python3 && echo host-usr-below"], a["env"])
+print(json.dumps({"artifacts": sorted(x.name for x in artifacts), "rc": ran.returncode, "out": ran.stdout, "err": ran.stderr}))
+"""
+
+
+@needs_debian
+def test_build_and_run_in_the_layer_as_root_and_rootless(world, env):
+    """apt-get update, download, unpack and the sandboxed run work for the unprivileged user too."""
+    import json
+    import sys
+
+    from envbox import fetch
+
+    shutil.copy(world["status"], env.base / "status")
+    env.give(env.base)
+    python = str(Path(os.environ["ENVBOX_TEST_PREFIX"]) / "bin" / "python") if env.uid else sys.executable
+    args = {"base": str(env.base), "url": world["server"].url, "env": HELPER_ENV}
+    result = env.cmd([python, "-c", BUILD_AS_USER, json.dumps(args)], env={fetch.LOOPBACK_SWITCH: "1"})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["artifacts"] == sorted([f"hello_1.0_{ARCH}.deb", "libdep_2.1_all.deb", "-dashdep_1.0_all.deb"])
+    assert report["rc"] == 0, report["err"]
+    assert report["out"].splitlines() == [str(env.uid), "hello from the layer", "host-usr-below"]
+    # Everything the build wrote belongs to the user and sits under its own directories.
+    owners = {p.stat().st_uid for p in (env.base / "downloads").rglob("*")}
+    assert owners == {env.uid}
+
+
 # ---- post-build steps -----------------------------------------------------------------------
 
 

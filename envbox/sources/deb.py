@@ -129,8 +129,8 @@ def build_from(spec: Mapping[str, Any], ctx: BuildContext, *, mirror: Mirror, st
     closure = resolve(spec, ctx, mirror=mirror, status=status, arch=host_arch(ctx.helper_env))
     fetched = fetch_debs(closure.packages, ctx)
     ctx.progress(f"deb: unpacking {len(fetched)} packages")
-    for _, path in fetched:
-        extract(path, ctx.root, ctx.helper_env)
+    for artifact, path in fetched:
+        extract(path, ctx.root, ctx.helper_env, name=artifact.name)
     usrmerge(ctx.root)
     if spec.get("strip", True):
         strip_docs(ctx.root)
@@ -356,11 +356,22 @@ def fetch_patchelf(ctx: BuildContext) -> tuple[Artifact, Path]:
 # ---- unpacking ------------------------------------------------------------------------------
 
 
-def extract(deb: Path, root: Path, env: Mapping[str, str]) -> None:
-    """Unpack the data part only; `--` and absolute paths so no file name reads as an option."""
-    result = subprocess.run(["dpkg-deb", "--extract", "--", str(deb.absolute()), str(root.absolute())], env=dict(env), capture_output=True, text=True)
+def extract(deb: Path, root: Path, env: Mapping[str, str], *, name: str = "") -> None:
+    """Unpack the data part only; `--` and absolute paths so no file name reads as an option.
+
+    dpkg-deb --extract never runs maintainer scripts; it refuses a damaged ar archive or a
+    member compressed in a way this dpkg does not know, with one `dpkg-deb: error:` line.
+    """
+    path = str(deb.absolute())
+    result = subprocess.run(["dpkg-deb", "--extract", "--", path, str(root.absolute())], env=dict(env), capture_output=True, text=True)
     if result.returncode != 0:
-        raise BuildError(f"dpkg-deb could not unpack {deb.name}: {result.stderr.strip()[-200:]}", "delete it from the download cache and retry")
+        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+        label = name or deb.name
+        reason = lines[-1].removeprefix("dpkg-deb: error: ").replace(path, label)
+        raise BuildError(
+            f"dpkg-deb cannot unpack {label}: {reason}",
+            f"the file is damaged or uses a format this host's dpkg-deb cannot read; check it with: dpkg-deb --info {path}",
+        )
 
 
 def strip_docs(root: Path) -> None:

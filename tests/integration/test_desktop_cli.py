@@ -238,3 +238,13 @@ def test_errors_are_one_line_with_an_exit_code(env, args, code, first):
     assert result.returncode == code, result.stderr
     assert result.stderr.startswith(first), result.stderr
     no_traceback(result)
+
+
+def test_app_cannot_rewrite_envbox_desktop_entries(env):
+    env.write_profile("menu", "command: [sh, -c]\ndesktop: {name: Menu}\n")
+    assert env.envbox("desktop", "install", "menu").returncode == 0
+    entry = Path(env.vars["XDG_DATA_HOME"]) / "applications" / "envbox-menu.desktop"
+    before = entry.read_bytes()
+    result = env.envbox("launch", "menu", "--", f"echo Exec=/bin/evil >> {entry} 2>&1; echo rc=$?")
+    assert "rc=0" not in result.stdout and "Read-only file system" in result.stdout, result.stdout + result.stderr
+    assert entry.read_bytes() == before
