@@ -246,5 +246,5 @@ def test_app_cannot_rewrite_envbox_desktop_entries(env):
     entry = Path(env.vars["XDG_DATA_HOME"]) / "applications" / "envbox-menu.desktop"
     before = entry.read_bytes()
     result = env.envbox("launch", "menu", "--", f"echo Exec=/bin/evil >> {entry} 2>&1; echo rc=$?")
-    assert "rc=0" not in result.stdout and "Read-only file system" in result.stdout, result.stdout + result.stderr
+    assert result.stdout.strip() != "rc=0" and "Read-only file system" in result.stderr, result.stdout + result.stderr
     assert entry.read_bytes() == before
