@@ -15,7 +15,7 @@ from typing import Callable
 from . import treedigest
 from .errors import BuildError, EnvboxError
 
-LOCK_TIMEOUT = 600.0  # seconds a builder waits for another builder of the same layer
+LOCK_TIMEOUT = 600.0  # seconds a builder waits for another builder of the same layer (ENVBOX_LOCK_TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -272,7 +272,12 @@ def crash_point(step: str) -> None:
 class _Lock:
     """An exclusive flock on a file, with a timeout that names the holder."""
 
-    def __init__(self, path: Path, *, what: str, timeout: float = LOCK_TIMEOUT):
+    def __init__(self, path: Path, *, what: str, timeout: float | None = None):
+        if timeout is None:
+            try:
+                timeout = float(os.environ.get("ENVBOX_LOCK_TIMEOUT", LOCK_TIMEOUT))
+            except ValueError:
+                timeout = LOCK_TIMEOUT
         self.path, self.what, self.timeout = path, what, timeout
         self.fd = -1
 
@@ -345,13 +350,16 @@ def verify(store: Store) -> list[Problem]:
 def gc(store: Store, keep: set[str]) -> tuple[list[str], list[str]]:
     """Remove layers whose digest is not in keep and that no running launch holds.
 
-    Returns (removed, kept_busy). A layer is first renamed into tmp/ (it disappears at once,
-    whole), then deleted; an interrupted gc leaves it in tmp/, which the next build cleans.
+    Returns (removed, kept_busy). Per layer: its index entries go first (a crash then leaves an
+    unindexed but whole layer, which the next gc removes), then the layer is renamed into tmp/
+    (it disappears at once, whole) and deleted; an interrupted delete is finished by the next
+    build's or gc's clean-up of tmp/.
     """
     removed, busy = [], []
     layers = store.root / "layers"
     (store.root / "tmp").mkdir(parents=True, exist_ok=True)
     (store.root / "locks").mkdir(parents=True, exist_ok=True)
+    indexed = _index_digests(store)
     for name in _listdir(layers):
         if not _is_digest(name) or name in keep:
             continue
@@ -362,6 +370,8 @@ def gc(store: Store, keep: set[str]) -> tuple[list[str], list[str]]:
             except BlockingIOError:
                 busy.append(name)
                 continue
+            for index_file in indexed.get(name, ()):
+                _unlink_quiet(index_file)
             doomed = store.root / "tmp" / f"gc-{name[:16]}-{os.getpid()}"
             os.rename(layers / name, doomed)
             crash_point("gc")
@@ -372,16 +382,25 @@ def gc(store: Store, keep: set[str]) -> tuple[list[str], list[str]]:
             removed.append(name)
         finally:
             os.close(lock)
+    for digest, files in _index_digests(store).items():  # entries whose layer is gone
+        if digest not in keep and not (layers / digest).is_dir():
+            for index_file in files:
+                _unlink_quiet(index_file)
+    store.clean_tmp()
+    return removed, busy
+
+
+def _index_digests(store: Store) -> dict[str, list[Path]]:
+    """digest -> the index files naming it (entries that cannot be read map to '')."""
+    out: dict[str, list[Path]] = {}
     for name in _listdir(store.root / "index"):
         path = store.root / "index" / name
         try:
             digest = json.loads(path.read_text()).get("digest")
         except (ValueError, OSError, AttributeError):
-            digest = None
-        if digest not in keep and not (_is_digest(digest) and (layers / digest).is_dir()):
-            _unlink_quiet(path)
-    store.clean_tmp()
-    return removed, busy
+            digest = ""
+        out.setdefault(digest if isinstance(digest, str) else "", []).append(path)
+    return out
 
 
 def _unlink_quiet(path: Path) -> None:

@@ -22,6 +22,24 @@ REPO = Path(__file__).resolve().parent.parent
 REQUIRE_ALL = os.environ.get("ENVBOX_REQUIRE_ALL") == "1"
 
 
+TEST_TIMEOUT = int(os.environ.get("ENVBOX_TEST_TIMEOUT", "900"))
+
+
+@pytest.fixture(autouse=True)
+def _timeout():
+    """Every test has a deadline: a hang fails the test instead of stalling CI."""
+    import signal
+
+    def expired(signum, frame):
+        raise TimeoutError(f"test exceeded {TEST_TIMEOUT} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(TEST_TIMEOUT)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
 def need(condition: bool, reason: str) -> None:
     """Skip when the host cannot do something; fail instead where CI says it must."""
     if not condition:
