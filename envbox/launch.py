@@ -129,8 +129,14 @@ def _setup_cgroup(spec: LaunchSpec):
     problems = list(choice.problems)
     cgroup = None
     if not problems:
-        cgroup = cgroups.create(host, choice, spec.profile, limits)
-        problems = list(cgroup.verify(limits))
+        try:
+            cgroup = cgroups.create(host, choice, spec.profile, limits)
+        except cgroups.LimitError as exc:
+            problems = [exc.message]
+        else:
+            # A systemd scope exists only once systemd-run runs: checked after start, before
+            # the app does (_spawn_and_wait).
+            problems = [] if cgroup.backend == "systemd" else list(cgroup.verify(limits))
     if problems:
         if cgroup is not None:
             cgroup.remove()
@@ -148,11 +154,18 @@ def _setup_cgroup(spec: LaunchSpec):
 def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
     prefix = tuple(cgroup.argv_prefix()) if cgroup is not None else ()
     args = spec.sandbox_args(tuple(cgroup.join_files()) if cgroup is not None else ())
+    gate = None
+    if prefix:  # the init waits for our word that the limits hold
+        gate = os.pipe()
+        os.set_inheritable(gate[0], True)
+        args = ["--wait-fd", str(gate[0]), *args]
     old_mask = signal.pthread_sigmask(signal.SIG_SETMASK, [])
     watched = sandbox.block_signals()
     pid = os.fork()
     if pid == 0:  # the child becomes the sandbox, then the app
         try:
+            if gate:
+                os.close(gate[1])
             if prefix:
                 os.execv(prefix[0], [*prefix, *launcher_argv(), *args])
             code = sandbox.main(args)
@@ -162,9 +175,37 @@ def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
         sys.stdout.flush()
         os._exit(code)
     try:
+        if gate:
+            os.close(gate[0])
+            problems = _verify_started(cgroup, spec)
+            if problems and not spec.allow_unenforced:
+                os.close(gate[1])  # the init reads nothing and exits: the app never starts
+                sandbox.wait_forwarding(pid, watched)
+                _say(f"cannot enforce the limits of {spec.profile}: {'; '.join(problems)}\nhint: run 'envbox doctor'; "
+                     "to run without the limits, pass --allow-unenforced or set limits.allow_unenforced: true")
+                return EXIT_ENVBOX
+            if problems:
+                _say(f"warning: running {spec.profile} WITHOUT its limits: {'; '.join(problems)}")
+            os.write(gate[1], b"1")
+            os.close(gate[1])
         return sandbox.exit_code(sandbox.wait_forwarding(pid, watched))
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _verify_started(cgroup, spec: LaunchSpec, timeout: float = 5.0) -> list:
+    """Limits read back from a cgroup that appears only once the sandbox runs (systemd)."""
+    import time
+
+    from . import cgroups
+
+    deadline = time.monotonic() + timeout
+    while not all(os.path.isdir(p) for p in cgroup.paths):
+        if time.monotonic() > deadline:
+            return [f"the cgroup {cgroup.paths[0]} did not appear (systemd-run failed or ignored --scope?)"]
+        time.sleep(0.01)
+    limits = cgroups.Limits(**{k: v for k, v in spec.limits.items() if v is not None})
+    return list(cgroup.verify(limits))
 
 
 def _hold_layers(spec: LaunchSpec) -> list[int]:

@@ -22,6 +22,9 @@ Options (each flag on its own with its values):
     --overlay TARGET          read-only overlay of the --lower dirs over the host's TARGET
     --setenv NAME VALUE       the app's environment is exactly the --setenv variables
     --ro-bind PATH            make PATH read-only for the app (a read-only bind mount of itself)
+    --wait-fd FD              the init waits for "1" on FD before starting the app (the
+                              supervisor first checks limits it could only read once the
+                              sandbox was running, e.g. a systemd scope's)
     --chdir DIR               working directory of the app
     --die-with-parent         SIGKILL the app when the process that started it dies
     --debug                   describe every step on stderr
@@ -259,6 +262,7 @@ class Context:
         self.env: dict[str, str] = {}
         self.chdir: str | None = None
         self.die_with_parent = False
+        self.wait_fd: int | None = None
         self.debug = False
         self.forced_legacy = os.environ.get("ENVBOX_SANDBOX_LEGACY_MOUNT") == "1"
         self.ops: list = []  # run by this process
@@ -313,6 +317,11 @@ def parse(argv: list[str]) -> Context:
             ctx.env[name] = value
         elif arg == "--ro-bind":
             readonly.append(ReadOnly(take(1)[0]))
+        elif arg == "--wait-fd":
+            try:
+                ctx.wait_fd = int(take(1)[0])
+            except ValueError:
+                raise SandboxFailure("--wait-fd needs a file descriptor number") from None
         elif arg == "--chdir":
             ctx.chdir = take(1)[0]
         elif arg == "--die-with-parent":
@@ -392,6 +401,8 @@ def _init(ctx: Context, cwd: str, watched) -> int:
         # Dies with the relaying parent; the kernel then kills the whole namespace.
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         _run_ops(ctx, ctx.init_ops)
+        if ctx.wait_fd is not None and os.read(ctx.wait_fd, 1) != b"1":
+            return EXIT_ENVBOX  # the supervisor refused (and said why); the app never starts
         app = os.fork()
         if app == 0:
             _exit_with(_exec_app(ctx, cwd))
