@@ -224,7 +224,10 @@ def test_sources_list_per_suite():
         "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] https://deb.debian.org/debian bullseye-updates main",
         "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] https://deb.debian.org/debian-security bullseye-security main",
     ]
-    assert len(deb.DEBIAN.sources_list("sid").splitlines()) == 1
+    assert deb.DEBIAN.sources_list("sid").splitlines() == [
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] https://deb.debian.org/debian sid main"
+    ]
+    assert len(deb.DEBIAN.sources_list("bookworm-backports").splitlines()) == 1
 
 
 @pytest.mark.parametrize(

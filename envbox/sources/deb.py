@@ -76,7 +76,9 @@ class Mirror:
     def entries(self, suite: str) -> tuple[tuple[str, str], ...]:
         """(archive URL, dist) pairs, one per sources.list line."""
         out = [(self.archive, suite)]
-        if self.updates and suite not in NO_SECURITY:
+        # Only release suites have -updates and -security pockets; sid has neither, and a
+        # pocket such as bookworm-backports is itself one (apt-get update fails on a missing one).
+        if self.updates and suite not in NO_SECURITY and "-" not in suite:
             out.append((self.archive, f"{suite}-updates"))
             if self.security:
                 out.append((self.security, f"{suite}-security"))
