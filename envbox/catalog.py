@@ -59,9 +59,18 @@ class Release:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def label(self) -> str:
-        src = self.source
-        where = src.get("suite") or src.get("requirement") or src.get("package") or src.get("url") or ""
-        return f"{self.tool} {self.version} ({src['kind']}{' ' + str(where) if where else ''})"
+        return f"{self.tool} {self.version} ({self.kind} {source_summary(self.source)})".replace(" )", ")")
+
+
+def source_summary(src: dict) -> str:
+    """One short line saying where a release comes from. Pure."""
+    if src.get("packages") and src["kind"] == "npm":
+        return " + ".join(f"{p.get('package')}@{p.get('version')}" for p in src["packages"])
+    if src["kind"] == "npm":
+        return f"{src.get('package')}@{src.get('version')}"
+    if src["kind"] == "deb":
+        return f"{src.get('suite')}: {' '.join(src.get('packages', []))}"
+    return str(src.get("requirement") or src.get("url") or "")
 
 
 @dataclass(frozen=True)

@@ -251,11 +251,11 @@ def catalog(
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
+    from .catalog import source_summary
+
     for row in rows:
-        src = row["source"]
-        detail = " ".join(f"{k}={v}" for k, v in src.items() if k not in ("kind", "sha256", "integrity", "map"))
         built = "built" if row["built"] else ""
-        print(f"{row['tool']:<8} {row['version']:<10} {src['kind']:<8} {detail[:70]:<70} {built}")
+        print(f"{row['tool']:<8} {row['version']:<10} {row['source']['kind']:<8} {source_summary(row['source'])[:64]:<64} {built}")
     return 0
 
 
