@@ -1,0 +1,57 @@
+"""Every shipped catalog release is built by envbox and run in a namespace (network)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from conftest import shared_cache
+from envbox.catalog import builtin_dir, load_catalog
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
+
+SHIPPED = sorted((r.tool, r.version) for r in load_catalog((builtin_dir(),)).releases)
+
+SMOKE = {
+    "python": ("/usr/bin/python -c 'import sys, ssl, json, sqlite3, zlib, ctypes; print(sys.version.split()[0])'", "{v}"),
+    "node": ("node -e 'console.log(process.version)' && npm --version >/dev/null && echo npm-ok", "v{v}\nnpm-ok"),
+    "cmake": ("cmake --version | head -1", "cmake version {v}"),
+}
+
+
+def test_every_tool_has_a_smoke_command():
+    assert {tool for tool, _ in SHIPPED} <= set(SMOKE)
+
+
+@pytest.mark.parametrize("tool,version", SHIPPED)
+def test_shipped_release_builds_and_runs(root_env, tool, version):
+    env = root_env
+    shared_cache(env)
+    env.write_profile("rel", f"command: [sh, -c]\ntools:\n  {tool}: \"=={version}\"\n")
+    script, expected = SMOKE[tool]
+    result = env.envbox("launch", "rel", "--", script, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected.format(v=version)
+
+
+def test_node_12_and_22_side_by_side(env):
+    """Two apps, two Nodes, at the same time; npm works in both."""
+    shared_cache(env)
+    env.write_profile("n12", 'command: [sh, -c]\ntools:\n  node: "12"\n')
+    env.write_profile("n22", 'command: [sh, -c]\ntools:\n  node: "22"\n')
+    for name in ("n12", "n22"):
+        assert env.envbox("build", name, timeout=900).returncode == 0
+    probe = "node -e 'console.log(process.version, typeof [].at)'; npm --version"
+    gate = env.home / "gate"
+    old = env.envbox_popen("launch", "n12", "--", f"{probe}; while [ ! -e {gate} ]; do sleep 0.02; done",
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        new = env.envbox("launch", "n22", "--", probe)
+        assert old.poll() is None
+    finally:
+        gate.touch()
+        out, err = old.communicate(timeout=60)
+    assert new.returncode == 0 and old.returncode == 0, new.stderr + err
+    assert out.splitlines()[0] == "v12.22.12 undefined" and out.splitlines()[1].startswith("6.")
+    assert new.stdout.splitlines()[0] == "v22.20.0 function" and new.stdout.splitlines()[1].startswith("10.")
