@@ -4,7 +4,9 @@ Safe by construction rather than by filtering: every member name is checked befo
 used, and every file is created relative to a directory descriptor that was reached without
 following any symlink (openat2 with RESOLVE_NO_SYMLINKS, or one component at a time with
 O_NOFOLLOW), so nothing is ever written through a link, whatever earlier members created.
-Symlinks must stay inside the tree, hardlinks become copies of files already extracted,
+Symlinks must stay inside the tree (with rooted=True the tree is a root file system image, a
+layer, so an absolute target means a path inside it, as it will once mounted; such links are
+still never followed here), hardlinks become copies of files already extracted,
 devices, FIFOs and overlay whiteouts are refused, set-id and sticky bits are dropped.
 Expansion is bounded in bytes, members and compression ratio. On error this raises BuildError
 naming the member and leaves the half-filled directory to the caller, who gave a private one
@@ -204,6 +206,7 @@ def extract(
     mapping: Mapping[str, str] | None = None,
     limits: Limits = Limits(),
     label: str | None = None,
+    rooted: bool = False,
 ) -> Extracted:
     """Extract archive into the existing directory dest; see the module docstring for the rules."""
     fmt = fmt or detect_format(archive)
@@ -211,7 +214,7 @@ def extract(
         raise BuildError(f"unknown archive format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     label = label or archive.name
     budget = _Budget(label, os.path.getsize(archive), limits)
-    with _Tree(dest, label, budget) as tree:
+    with _Tree(dest, label, budget, rooted=rooted) as tree:
         items = _zip_items(archive, tree, budget) if fmt == "zip" else _tar_items(archive, fmt, tree)
         skipped = 0
         try:
@@ -263,8 +266,8 @@ def _fail(label: str, name: str, problem: str) -> BuildError:
 class _Tree:
     """The destination, written only through descriptors, never through a path with symlinks."""
 
-    def __init__(self, dest: Path, label: str, budget: _Budget):
-        self.label, self.budget = label, budget
+    def __init__(self, dest: Path, label: str, budget: _Budget, *, rooted: bool = False):
+        self.label, self.budget, self.rooted = label, budget, rooted
         self.root = os.open(dest, _DIR_FLAGS)
         self.records: dict[str, Member] = {}  # by path in the tree
         self.by_name: dict[str, str] = {}  # archive name -> path in the tree, for hardlinks
@@ -382,9 +385,9 @@ class _Tree:
         self._record(Member(name, path, "f", mode & 0o777, size, h.hexdigest()))
 
     def symlink(self, name: str, path: str, target: str) -> None:
-        if not target or "\0" in target or os.path.isabs(target):
+        if not target or "\0" in target or (os.path.isabs(target) and not self.rooted):
             raise _fail(self.label, name, f"is a symlink to {target!r}: only relative links inside the tree are allowed")
-        if not _lexically_inside(path, target):
+        if not os.path.isabs(target) and not _lexically_inside(path, target):
             raise _fail(self.label, name, f"is a symlink to {target!r}, which points outside the tree")
         known = self._existing(name, path, "l")
         if known:
@@ -422,7 +425,7 @@ class _Tree:
 
     def _resolves_inside(self, link_path: str, target: str) -> bool:
         """Follow target through the links really in the tree, never above its root."""
-        parts = link_path.split("/")[:-1]
+        parts = [] if os.path.isabs(target) else link_path.split("/")[:-1]
         todo = target.split("/")
         hops = 0
         while todo:
@@ -444,9 +447,11 @@ class _Tree:
             if stat.S_ISLNK(st.st_mode):
                 hops += 1
                 nxt = os.readlink("/".join(parts), dir_fd=self.root)
-                if hops > MAX_LINK_HOPS or os.path.isabs(nxt):
+                if hops > MAX_LINK_HOPS or (os.path.isabs(nxt) and not self.rooted):
                     return False
                 parts.pop()
+                if os.path.isabs(nxt):
+                    parts = []  # rooted: an absolute target starts again at the tree's root
                 todo = nxt.split("/") + todo
         return True
 

@@ -359,21 +359,34 @@ def fetch_patchelf(ctx: BuildContext) -> tuple[Artifact, Path]:
 
 
 def extract(deb: Path, root: Path, env: Mapping[str, str], *, name: str = "") -> None:
-    """Unpack the data part only; `--` and absolute paths so no file name reads as an option.
+    """Unpack the data part only, through envbox's own extractor.
 
-    dpkg-deb --extract never runs maintainer scripts; it refuses a damaged ar archive or a
-    member compressed in a way this dpkg does not know, with one `dpkg-deb: error:` line.
+    dpkg-deb only decodes the package (`--fsys-tarfile`: the ar container and the compressed
+    data member; it refuses a damaged archive or an unknown compression with one error line);
+    the files are then written by envbox.extract, which keeps every member inside the layer by
+    construction, refuses devices and links out, and strips set-id bits. No maintainer script
+    ever runs. `--` and an absolute path: no file name can read as an option.
     """
+    from .. import extract as ex
+
     path = str(deb.absolute())
-    result = subprocess.run(["dpkg-deb", "--extract", "--", path, str(root.absolute())], env=dict(env), capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
-        label = name or deb.name
-        reason = lines[-1].removeprefix("dpkg-deb: error: ").replace(path, label)
-        raise BuildError(
-            f"dpkg-deb cannot unpack {label}: {reason}",
-            f"the file is damaged or uses a format this host's dpkg-deb cannot read; check it with: dpkg-deb --info {path}",
-        )
+    label = name or deb.name
+    tar = root.parent / f".{deb.name}.data.tar"
+    try:
+        with open(tar, "wb") as out:
+            result = subprocess.run(["dpkg-deb", "--fsys-tarfile", "--", path], env=dict(env), stdout=out, stderr=subprocess.PIPE, text=True)
+        if result.returncode != 0:
+            lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+            reason = lines[-1].removeprefix("dpkg-deb: error: ").replace(path, label)
+            raise BuildError(
+                f"dpkg-deb cannot unpack {label}: {reason}",
+                f"the file is damaged or uses a format this host's dpkg-deb cannot read; check it with: dpkg-deb --info {path}",
+            )
+        # rooted: Debian ships absolute links (/usr/lib/python2.7/sitecustomize.py ->
+        # /etc/python2.7/sitecustomize.py); in a layer they name paths of the app's own root.
+        ex.extract(tar, root, fmt="tar", label=label, rooted=True)
+    finally:
+        tar.unlink(missing_ok=True)
 
 
 def strip_docs(root: Path) -> None:
