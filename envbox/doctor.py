@@ -111,7 +111,7 @@ def check_dir(name: str, path) -> Check:
         probe = probe.parent
     if os.access(probe, os.W_OK):
         return Check(name, "PASS", f"{path} is writable")
-    return Check(name, "FAIL", f"{path} is not writable", f"set ENVBOX_DATA_DIR or XDG_DATA_HOME to a writable directory")
+    return Check(name, "FAIL", f"{path} is not writable", "set ENVBOX_DATA_DIR or XDG_DATA_HOME to a writable directory")
 
 
 def run_checks(paths: Paths) -> list[Check]:
