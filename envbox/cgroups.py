@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
-import re
-from dataclasses import dataclass
+from envbox.frozen import frozen
 
 from envbox import cgroups_fs as fs
 from envbox.cgroups_host import V1_CONTROLLERS, V2_CONTROLLERS, Hierarchy, HostCgroups, probe
@@ -45,7 +44,7 @@ KILL_WAIT_S = 5.0
 LEAF_PATTERN = r"envbox-(?P<profile>[a-z0-9._-]+)-(?P<pid>\d+)-(?P<start>\d+)-(?P<n>\d+)(?:\.scope)?"
 
 
-@dataclass(frozen=True)
+@frozen
 class Cgroup:
     """The cgroup(s) of one launch, as made by create()."""
 
@@ -382,7 +381,19 @@ def _bases(host: HostCgroups) -> list[tuple[str, tuple[str, ...], str]]:
     return bases
 
 
-def _scan(host: HostCgroups) -> list[tuple[re.Match, Cgroup]]:
+def parse_leaf(leaf: str) -> dict | None:
+    """The parts of envbox-<profile>-<pid>-<start>-<n>[.scope], or None (LEAF_PATTERN, without
+    importing re on the launch path)."""
+    name = leaf.removesuffix(".scope")
+    if not name.startswith("envbox-"):
+        return None
+    parts = name[len("envbox-"):].rsplit("-", 3)
+    if len(parts) != 4 or not all(p.isascii() and p.isdigit() for p in parts[1:]):
+        return None
+    return {"profile": parts[0], "pid": parts[1], "start": parts[2], "n": parts[3]}
+
+
+def _scan(host: HostCgroups) -> list[tuple[dict, Cgroup]]:
     """Every launch cgroup in envbox's subtrees, with the parts of its name."""
     found: dict[tuple[str, str], list[tuple[tuple[str, ...], str]]] = {}
     for backend, ctrls, base in _bases(host):
@@ -392,19 +403,19 @@ def _scan(host: HostCgroups) -> list[tuple[re.Match, Cgroup]]:
         except (FileNotFoundError, NotADirectoryError):
             continue
         for leaf in names:
-            match = re.fullmatch(LEAF_PATTERN, leaf)
+            match = parse_leaf(leaf)
             if match and is_valid_name(match["profile"]):
                 found.setdefault((backend, leaf), []).append((ctrls, os.path.join(base, leaf)))
     return [
         (
-            re.fullmatch(LEAF_PATTERN, leaf),
+            parse_leaf(leaf),
             Cgroup(backend, leaf, tuple(p for _, p in parts), tuple(c for c, _ in parts)),
         )
         for (backend, leaf), parts in sorted(found.items())
     ]
 
 
-def _launcher_alive(match: re.Match) -> bool:
+def _launcher_alive(match: dict) -> bool:
     return fs.process_start(match["pid"]) == int(match["start"])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
+import _signal as signal  # not `signal`: it imports enum, too slow for the launch path
 import time
 
 # Every component is opened with O_NOFOLLOW: a delegated (user-writable) cgroup tree, or the

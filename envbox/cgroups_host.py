@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from envbox.frozen import frozen
 from collections.abc import Mapping
 
 # The v1 controllers envbox puts a launch into: three that limit, and cpuacct, which only
@@ -12,7 +12,7 @@ V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")
 V2_CONTROLLERS = ("memory", "cpu", "pids")
 
 
-@dataclass(frozen=True)
+@frozen
 class Hierarchy:
     """One mounted cgroup hierarchy and where this process sits in it."""
 
@@ -24,7 +24,7 @@ class Hierarchy:
     writable: bool  # uid may create child cgroups in dir
 
 
-@dataclass(frozen=True)
+@frozen
 class HostCgroups:
     """Everything choose_backend needs to know about the host; built by probe()."""
 
@@ -47,7 +47,7 @@ class HostCgroups:
         return next((h for h in self.v1 if controller in h.controllers), None)
 
 
-@dataclass(frozen=True)
+@frozen
 class Mount:
     fstype: str  # "cgroup" (v1) or "cgroup2"
     root: str  # the cgroup shown at the mount point (not "/" inside a cgroup namespace)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
+from envbox.frozen import frozen
 
 from envbox.cgroups_host import HostCgroups
 
@@ -15,7 +14,7 @@ _SIZE_PATTERN = r"(\d+)(?:\.(\d+))?\s*([kmgt]?)(i?b)?"  # compiled (and cached) 
 _SIZE_HELP = "a number of bytes, or with K, M, G or T (binary: 1K = 1024), e.g. 512M, 1.5G"
 
 
-@dataclass(frozen=True)
+@frozen
 class Limits:
     """Caps for one launch; None means no cap.
 
@@ -76,6 +75,8 @@ def _parse_size_text(text: str) -> int:
     s = text.strip()
     if s.startswith("-"):
         raise ValueError(f"a size cannot be negative: {text!r}")
+    import re  # only when parsing a profile, never on the launch path
+
     match = re.fullmatch(_SIZE_PATTERN, s, re.IGNORECASE) if len(s) <= 64 else None
     if match is None:
         raise ValueError(f"not a size: {text!r} (expected {_SIZE_HELP})")
@@ -100,7 +101,7 @@ def format_size(n: int) -> str:
     return f"{n} B"
 
 
-@dataclass(frozen=True)
+@frozen
 class BackendChoice:
     """How limits will be enforced on this host, and which of them cannot be."""
 

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import re
-
 # A name starts with a lowercase letter or digit, then lowercase letters, digits, '.', '_'
 # or '-', at most 64 characters, and never ends in '.'. So it is never empty, '.', '..',
 # never has a '/', NUL, whitespace or control character, never starts with '-' (it cannot
 # become an option), and never collides with a cgroup control file (those all contain a
 # '.', so cgroup names get a prefix anyway: see cgroups.py).
 NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
-_NAME_RE = re.compile(NAME_PATTERN)
+_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_REST = _FIRST | frozenset("._-")
 NAME_RULE = "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters"
 
 
 def is_valid_name(name: object) -> bool:
+    # NAME_PATTERN, checked by hand: `re` costs the launch path a few milliseconds to import.
     return (
         isinstance(name, str)
-        and _NAME_RE.fullmatch(name) is not None
+        and 1 <= len(name) <= 64
+        and name[0] in _FIRST
+        and all(c in _REST for c in name)
         and not name.endswith(".")
         and ".." not in name
     )

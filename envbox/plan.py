@@ -7,11 +7,12 @@ the sandbox arguments are produced by one function whichever path launches).
 from __future__ import annotations
 
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
 from . import sandboxargs
 from .cgroups_limits import Limits
+from .frozen import as_dict
 
 if TYPE_CHECKING:
     from .resolve import Resolution
@@ -80,7 +81,7 @@ class Plan:
             "overlays": [[t, list(lw)] for t, lw in self.overlays()],
             "env": dict(self.env),
             "argv": list(self.argv),
-            "limits": asdict(self.limits),
+            "limits": as_dict(self.limits),
             "allow_unenforced": self.allow_unenforced,
             "digests": [l.digest for l in self.layers if l.digest],
         }
