@@ -161,19 +161,20 @@ def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
         args = ["--wait-fd", str(gate[0]), *args]
     old_mask = signal.pthread_sigmask(signal.SIG_SETMASK, [])
     watched = sandbox.block_signals()
-    pid = os.fork()
-    if pid == 0:  # the child becomes the sandbox, then the app
-        try:
-            if gate:
-                os.close(gate[1])
-            if prefix:
-                os.execv(prefix[0], [*prefix, *launcher_argv(), *args])
-            code = sandbox.main(args)
-        except BaseException as exc:  # never return into the supervisor's code in the child
-            print(f"envbox: {exc}", file=sys.stderr)
-            code = EXIT_ENVBOX
-        sys.stdout.flush()
-        os._exit(code)
+    try:
+        if prefix:
+            pid = _spawn_through(prefix, args, gate)
+        else:
+            # The supervisor itself unshares and mounts, then forks the init: it is not in the
+            # pid namespace or the cgroup, and its own mounts are invisible to everyone else.
+            try:
+                pid = sandbox.start(sandbox.parse(args))
+            except sandbox.SandboxFailure as exc:
+                print(f"envbox: {exc}", file=sys.stderr)
+                return exc.code
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        raise
     try:
         if gate:
             os.close(gate[0])
@@ -191,6 +192,21 @@ def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
         return sandbox.exit_code(sandbox.wait_forwarding(pid, watched))
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _spawn_through(prefix: tuple, args: list, gate) -> int:
+    """A child that execs the manager's command (systemd-run --scope ...), which execs the
+    sandbox as a file inside the new scope."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if gate:
+                os.close(gate[1])
+            os.execv(prefix[0], [*prefix, *launcher_argv(), *args])
+        except BaseException as exc:  # never return into the supervisor's code in the child
+            print(f"envbox: {prefix[0]}: {exc}", file=sys.stderr)
+        os._exit(EXIT_ENVBOX)
+    return pid
 
 
 def _verify_started(cgroup, spec: LaunchSpec, timeout: float = 5.0) -> list:

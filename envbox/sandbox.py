@@ -172,6 +172,9 @@ class MountProc:
 
     def execute(self, ctx: "Context") -> None:
         # The host's /proc would show host pids: /proc/<getpid()> would be some other process.
+        # In a mount namespace of the init's own, so the process that started it (outside the
+        # pid namespace) keeps a /proc that shows itself.
+        unshare(CLONE_NEWNS)
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
@@ -382,24 +385,33 @@ def _run_ops(ctx: Context, ops: list) -> None:
 
 def execute(ctx: Context) -> int:
     """Run the operations and the command. Execs, or (pid namespace) returns the exit code."""
-    cwd = ctx.chdir or os.getcwd()
-    if ctx.die_with_parent:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    _run_ops(ctx, ctx.ops)
     if not ctx.pidns:
-        _exec_app(ctx, cwd)
+        cwd = ctx.chdir or os.getcwd()
+        _run_ops(ctx, ctx.ops)
+        return _exec_app(ctx, cwd)
     watched = block_signals()
+    return exit_code(wait_forwarding(start(ctx), watched))
+
+
+def start(ctx: Context) -> int:
+    """Set up the namespaces and mounts in this process, fork the pid namespace's init and
+    return its pid. The caller blocked the forwarded signals (block_signals) and now relays
+    them (wait_forwarding): the standalone sandbox, or envbox's supervisor in-process (one
+    process fewer per launch). This process stays outside the pid namespace and its cgroup."""
+    cwd = ctx.chdir or os.getcwd()
+    _run_ops(ctx, ctx.ops)
     init = os.fork()
     if init == 0:
-        _exit_with(_init(ctx, cwd, watched))
-    return exit_code(wait_forwarding(init, watched))
+        _exit_with(_init(ctx, cwd))
+    return init
 
 
-def _init(ctx: Context, cwd: str, watched) -> int:
+def _init(ctx: Context, cwd: str) -> int:
     """Pid 1 of the namespace: set up, fork the app, pass signals on, reap orphans."""
     try:
-        # Dies with the relaying parent; the kernel then kills the whole namespace.
+        # Dies with the process that started it; the kernel then kills the whole namespace.
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        watched = set(FORWARD) | {signal.SIGCHLD}  # still blocked, inherited across fork
         _run_ops(ctx, ctx.init_ops)
         if ctx.wait_fd is not None and os.read(ctx.wait_fd, 1) != b"1":
             return EXIT_ENVBOX  # the supervisor refused (and said why); the app never starts
