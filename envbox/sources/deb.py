@@ -152,21 +152,55 @@ def resolve(spec: Mapping[str, Any], ctx: BuildContext, *, mirror: Mirror, statu
     suite = spec["suite"]
     lists = update_lists(suite, mirror, ctx, arch=arch)
     start = time.monotonic()
-    index = []
-    for path, origin in lists:
-        index += load_index(path, origin, arch=arch)
     try:
         status_text = status.read_text(errors="replace")
     except OSError as exc:
         raise BuildError(f"cannot read the host's package status {status}: {exc.strerror}", "deb sources need a Debian-based host") from None
-    host = debclosure.read_packages(status_text, arch=arch, installed_only=True)
-    closure = debclosure.resolve_closure(
-        spec["packages"], index, host, arch=arch, skip=spec.get("skip", ()), force=spec.get("force", ()), suite=suite
-    )
+    cache = _closure_cache(ctx, spec, arch, lists, status_text)
+    closure = _read_closure(cache)
+    if closure is None:
+        index = []
+        for path, origin in lists:
+            index += load_index(path, origin, arch=arch)
+        host = debclosure.read_packages(status_text, arch=arch, installed_only=True)
+        closure = debclosure.resolve_closure(
+            spec["packages"], index, host, arch=arch, skip=spec.get("skip", ()), force=spec.get("force", ()), suite=suite
+        )
+        _write_closure(cache, closure)
     ctx.progress(f"deb: {suite}: {len(closure.packages)} packages, {closure.size / 1e6:.1f} MB (resolved in {time.monotonic() - start:.1f} s)")
     for warning in closure.warnings:
         ctx.progress(f"deb: warning: {warning}")
     return closure
+
+
+def _closure_cache(ctx: BuildContext, spec: Mapping[str, Any], arch: str, lists, status_text: str) -> Path:
+    """Where the closure of this spec over exactly these package lists and this host lives.
+
+    The closure is a pure function of the request, the suite's lists and the host's dpkg
+    status; computing it costs ~1 s (parsing the lists), so it is kept beside the lists."""
+    key = hashlib.sha256()
+    request = {k: spec.get(k) for k in ("suite", "packages", "skip", "force")}
+    key.update(json.dumps([request, arch, debclosure.__name__], sort_keys=True).encode())
+    for path, origin in lists:
+        st = os.stat(path)
+        key.update(f"{path}\0{origin}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    key.update(hashlib.sha256(status_text.encode()).digest())
+    return ctx.downloads / "apt" / "closures" / f"{key.hexdigest()}.json"
+
+
+def _read_closure(path: Path) -> debclosure.Closure | None:
+    try:
+        data = json.loads(path.read_text())
+        return debclosure.Closure(tuple(debclosure.Pulled(**p) for p in data["packages"]), tuple(data["warnings"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_closure(path: Path, closure: debclosure.Closure) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"packages": [dataclasses.asdict(p) for p in closure.packages], "warnings": list(closure.warnings)}))
+    os.replace(tmp, path)
 
 
 def host_arch(env: Mapping[str, str]) -> str:
