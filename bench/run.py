@@ -1,7 +1,7 @@
 """Benchmark envbox against bare exec, unshare, bwrap and firejail, all in one run; write the report.
 
-    sudo .venv/bin/python bench/run.py           # full run -> bench/RESULTS.md, bench/results.png
-    sudo .venv/bin/python bench/run.py --smoke   # CI: a few rounds, no cold build -> bench/out/
+    sudo /opt/envbox-test/bin/python bench/run.py           # full run -> bench/RESULTS.md, bench/results.png
+    sudo /opt/envbox-test/bin/python bench/run.py --smoke   # CI: a few rounds, no cold build -> bench/out/
 
 Launch commands run interleaved (round-robin, order rotated each round); each row reports the
 median, p10 and p90 and the median of the per-round ratios to bwrap (and firejail). Targets are
@@ -415,7 +415,7 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     meta = {"machine": lib.machine(REPO, args.python), "date": started.strftime("%Y-%m-%d %H:%M UTC"),
             "mode": "smoke" if args.smoke else "full", "rounds": args.rounds,
-            "command": "sudo .venv/bin/python bench/run.py" + (" --smoke" if args.smoke else "")}
+            "command": "sudo /opt/envbox-test/bin/python bench/run.py" + (" --smoke" if args.smoke else "")}
     lib.write_report(args.out, results, meta, log=say)
     return 0
 
