@@ -353,8 +353,15 @@ def _create_systemd(host: HostCgroups, profile: str, limits: Limits) -> Cgroup:
     while os.path.lexists(os.path.join(slice_dir, _leaf_name(profile, n) + ".scope")):
         n += 1
     unit = _leaf_name(profile, n) + ".scope"
+    import shutil
+
+    # An absolute path from a fixed PATH: execv does not search PATH, and a bare name would
+    # run ./systemd-run from the working directory.
+    systemd_run = shutil.which("systemd-run", path="/usr/local/bin:/usr/bin:/bin")
+    if systemd_run is None:
+        raise LimitError("systemd-run is not installed, so no systemd scope can be made", "install systemd, or run without limits")
     argv = (
-        "systemd-run",
+        systemd_run,
         *(("--user",) if host.systemd == "user" else ()),
         "--scope",
         "--quiet",

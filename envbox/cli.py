@@ -24,19 +24,33 @@ def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | Non
     from .prepare import plan_inputs, prepare
 
     paths = envbox_paths()
+    try:
+        cwd = os.getcwd()
+    except FileNotFoundError:
+        raise EnvboxError("the current directory no longer exists", "cd to an existing directory") from None
     profile = load_target(paths, name)
     inputs = plan_inputs(paths, profile)
     prepared = prepare(paths, profile, build=True, frozen=frozen, progress=progress)
     plan = prepared.plan
     entry = fastpath.make_entry(paths, plan.to_cache(), inputs + _layer_inputs(plan), os.environ)
-    if not frozen:
+    if not frozen and not _trust_record_vanished(paths, profile, inputs):
         fastpath.write(paths, fastpath.cache_key(profile.name, str(profile.path) if profile.scope == "project" else None), entry)
     if command is None and not plan.argv:
         raise EnvboxError(f"profile {profile.name} has no command", f"add `command: [...]` to {profile.path}, or use 'envbox run --profile {profile.name} -- CMD'")
     entry["allow_unenforced"] = allow_unenforced
-    spec = launch.spec_from_cache(entry, os.environ, os.getcwd(), command, argv_extra, debug=state["debug"])
+    spec = launch.spec_from_cache(entry, os.environ, cwd, command, argv_extra, debug=state["debug"])
     sys.stdout.flush()
     return launch.run(spec)
+
+
+def _trust_record_vanished(paths, profile, inputs) -> bool:
+    """A trust record revoked while this launch read it must not be cached as "absent"."""
+    if profile.scope != "project":
+        return False
+    from .trust import record_path
+
+    record = str(record_path(paths.trust_dir, profile.path))
+    return any(path == record and sig is None for path, sig in inputs)
 
 
 def _layer_inputs(plan) -> list:

@@ -41,7 +41,8 @@ def cache_key(name: str, project_file: str | None) -> str:
         return name
     import hashlib
 
-    return "project-" + hashlib.sha256(os.fsencode(project_file)).hexdigest()[:32]
+    # '@' is not allowed in profile names: no named launch can ever reach a project's entry.
+    return "@project-" + hashlib.sha256(os.fsencode(project_file)).hexdigest()[:32]
 
 
 def entry_path(cache: str, name: str) -> str:
@@ -91,6 +92,10 @@ def load(name: str, environ) -> dict | None:
     """The cache entry for name if every recorded input is unchanged."""
     if any(environ.get(v) for v in SLOW_VARS) or "/" in name or name.startswith("."):
         return None
+    try:
+        os.getcwd()
+    except OSError:
+        return None  # a removed working directory: the full CLI says so in one line
     try:
         with open(entry_path(cache_dir(environ), name), "rb") as f:
             # marshal, not json: it is built in, while `import json` costs ~10 ms here (re,
@@ -156,11 +161,14 @@ def write(paths, name: str, entry: dict) -> None:
 
 
 def try_launch(argv: list[str], environ) -> int | None:
+    # (A named launch never has '@' in its name; only project entries do: see cache_key.)
     """Launch from the cache, or None to let the full CLI handle argv."""
     parsed = parse_argv(argv)
     if parsed is None:
         return None
     name, command, extra = parsed
+    if name is not None and name.startswith("@"):
+        return None
     if name is None:
         from . import project
 

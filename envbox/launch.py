@@ -104,8 +104,11 @@ def run(spec: LaunchSpec) -> int:
         return code
     finally:
         if cgroup is not None:
-            cgroup.kill_all()
-            cgroup.remove()
+            try:
+                cgroup.kill_all()
+                cgroup.remove()
+            except (OSError, Exception) as exc:  # report, but keep the app's exit status
+                _say(f"warning: could not remove the cgroup of {spec.profile}: {exc} (the next launch or 'envbox gc' retries)")
         if record:
             _unlink(record)
         for fd in use_locks:
@@ -167,11 +170,16 @@ def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
         else:
             # The supervisor itself unshares and mounts, then forks the init: it is not in the
             # pid namespace or the cgroup, and its own mounts are invisible to everyone else.
-            try:
-                pid = sandbox.start(sandbox.parse(args))
-            except sandbox.SandboxFailure as exc:
-                print(f"envbox: {exc}", file=sys.stderr)
-                return exc.code
+            if spec.userns and _threads() > 1:
+                # unshare(CLONE_NEWUSER) refuses a multi-threaded caller (EINVAL), and worker
+                # threads of a build that just ran may still be exiting: a child does it.
+                pid = _spawn_through((), args, None)
+            else:
+                try:
+                    pid = sandbox.start(sandbox.parse(args))
+                except sandbox.SandboxFailure as exc:
+                    print(f"envbox: {exc}", file=sys.stderr)
+                    return exc.code
     except BaseException:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         raise
@@ -194,18 +202,29 @@ def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
+def _threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
+
+
 def _spawn_through(prefix: tuple, args: list, gate) -> int:
-    """A child that execs the manager's command (systemd-run --scope ...), which execs the
-    sandbox as a file inside the new scope."""
+    """A child that runs the sandbox: through the manager's command (systemd-run --scope ...,
+    which execs the sandbox as a file inside the new scope), or in-process (no prefix)."""
     pid = os.fork()
     if pid == 0:
+        code = EXIT_ENVBOX
         try:
             if gate:
                 os.close(gate[1])
-            os.execv(prefix[0], [*prefix, *launcher_argv(), *args])
+            if prefix:
+                os.execv(prefix[0], [*prefix, *launcher_argv(), *args])
+            code = sandbox.main(["--die-with-parent", *args] if "--die-with-parent" not in args else args)
         except BaseException as exc:  # never return into the supervisor's code in the child
-            print(f"envbox: {prefix[0]}: {exc}", file=sys.stderr)
-        os._exit(EXIT_ENVBOX)
+            print(f"envbox: {prefix[0] if prefix else 'sandbox'}: {exc}", file=sys.stderr)
+        sys.stdout.flush()
+        os._exit(code)
     return pid
 
 

@@ -389,6 +389,8 @@ def execute(ctx: Context) -> int:
         cwd = ctx.chdir or os.getcwd()
         _run_ops(ctx, ctx.ops)
         return _exec_app(ctx, cwd)
+    if ctx.die_with_parent:  # standalone: die with whoever started the sandbox command
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     watched = block_signals()
     return exit_code(wait_forwarding(start(ctx), watched))
 
@@ -400,21 +402,43 @@ def start(ctx: Context) -> int:
     process fewer per launch). This process stays outside the pid namespace and its cgroup."""
     cwd = ctx.chdir or os.getcwd()
     _run_ops(ctx, ctx.ops)
+    # The init learns that we died before its prctl(PDEATHSIG) took effect from this pipe:
+    # its write end closes with us (getppid() cannot tell: our pid is not in its namespace).
+    alive_r, alive_w = os.pipe()
     init = os.fork()
     if init == 0:
-        _exit_with(_init(ctx, cwd))
+        code = EXIT_ENVBOX
+        try:
+            os.close(alive_w)
+            code = _init(ctx, cwd, alive_r)
+        except BaseException as exc:  # never unwind into the caller's code in the child
+            print(f"envbox: init: {exc}", file=sys.stderr)
+        _exit_with(code)
+    os.close(alive_r)
+    _KEEP.append(alive_w)  # open, and close-on-exec, for as long as this process lives
     return init
 
 
-def _init(ctx: Context, cwd: str) -> int:
+_KEEP: list = []
+
+
+def _init(ctx: Context, cwd: str, alive_r: int) -> int:
     """Pid 1 of the namespace: set up, fork the app, pass signals on, reap orphans."""
     try:
         # Dies with the process that started it; the kernel then kills the whole namespace.
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        import select
+
+        if select.select([alive_r], [], [], 0)[0]:  # EOF: the parent died before the prctl
+            return EXIT_ENVBOX
+        os.close(alive_r)
         watched = set(FORWARD) | {signal.SIGCHLD}  # still blocked, inherited across fork
         _run_ops(ctx, ctx.init_ops)
-        if ctx.wait_fd is not None and os.read(ctx.wait_fd, 1) != b"1":
-            return EXIT_ENVBOX  # the supervisor refused (and said why); the app never starts
+        if ctx.wait_fd is not None:
+            word = os.read(ctx.wait_fd, 1)
+            os.close(ctx.wait_fd)  # not the app's to inherit
+            if word != b"1":
+                return EXIT_ENVBOX  # the supervisor refused (and said why); the app never starts
         app = os.fork()
         if app == 0:
             _exit_with(_exec_app(ctx, cwd))
@@ -435,20 +459,30 @@ def _exec_app(ctx: Context, cwd: str) -> int:
         try:
             # Re-enter the directory by path: if it is below /usr we now see the overlay's copy.
             os.chdir(cwd)
-        except OSError:
-            os.chdir("/")
+        except OSError as exc:
+            # Never fall back to another directory: `rm -rf *` in the wrong place is worse.
+            raise SandboxFailure(f"cannot enter the working directory {cwd} in the sandbox: {exc.strerror}\nhint: the directory is below a path the layers replace, or was removed; cd elsewhere") from None
         if ctx.die_with_parent:
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         # No setuid/file-capability gains from here on (prctl(2)); inherited across fork and exec.
         prctl(PR_SET_NO_NEW_PRIVS, 1)
         program = _find_program(ctx.argv[0], ctx.env.get("PATH", "/usr/bin:/bin"))
-        # Whoever started us blocked signals to forward them; the app starts with a clean slate.
+        # Whoever started us blocked signals to forward them; the app starts with a clean slate,
+        # except that what the caller ignored stays ignored (nohup, background jobs): only the
+        # handlers Python itself installed (SIGINT) or the ignores it set (SIGPIPE, SIGXFSZ) go.
         for sig in FORWARDED_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
+            if sig in (signal.SIGPIPE, signal.SIGXFSZ) or signal.getsignal(sig) not in (signal.SIG_IGN, signal.SIG_DFL, None):
+                signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         try:
             os.execve(program, ctx.argv, ctx.env)
         except OSError as exc:
+            if exc.errno == errno.ENOEXEC:
+                # A script without #!: run it with /bin/sh, as execvp(3) and shells do.
+                try:
+                    os.execve("/bin/sh", ["/bin/sh", program, *ctx.argv[1:]], ctx.env)
+                except OSError:
+                    pass
             code = EXIT_NOTFOUND if exc.errno == errno.ENOENT else EXIT_NOEXEC
             raise SandboxFailure(f"{ctx.argv[0]}: {exc.strerror}", code) from None
     except SandboxFailure as exc:

@@ -166,3 +166,34 @@ def test_killing_the_shell_that_started_envbox_kills_the_app(root_env):
     else:
         pytest.fail("the app's lock is still held 2 s after its shell was killed")
     os.close(fd)
+
+
+def test_a_deleted_working_directory_never_falls_back_to_another(env):
+    """The app must not run somewhere else: `rm -rf *` in / instead of a removed directory."""
+    env.write_profile("c", "command: [sh, -c]\n")
+    gone = env.home / "gone"
+    gone.mkdir()
+    env.give(gone)
+    script = f"cd {gone} && rmdir {gone} && exec \"$0\" launch c -- 'touch marker-$$; pwd'"
+    result = env.cmd(["sh", "-c", script, envbox_bin()])
+    assert result.returncode == 125, result.stdout + result.stderr
+    assert "current directory no longer exists" in result.stderr
+    assert not list(__import__("pathlib").Path("/").glob("marker-*"))
+    no_traceback(result)
+
+
+def test_signals_the_caller_ignored_stay_ignored(env):
+    """nohup: an ignored SIGHUP must stay ignored for the app."""
+    env.write_profile("c", "command: [sh, -c]\n")
+    result = env.cmd(["nohup", envbox_bin(), "launch", "c", "--", "kill -HUP $$; echo survived"])
+    assert result.returncode == 0 and "survived" in result.stdout, result.stdout + result.stderr
+
+
+def test_a_script_without_a_shebang_runs_with_sh(env):
+    script = env.home / "noshebang"
+    script.write_text("echo ran-by-sh\n")
+    script.chmod(0o755)
+    env.give(env.home)
+    env.write_profile("c", "command: [sh, -c]\n")
+    result = env.envbox("run", "--profile", "c", "--", str(script))
+    assert result.returncode == 0 and result.stdout.strip() == "ran-by-sh", result.stderr

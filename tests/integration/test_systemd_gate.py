@@ -52,3 +52,30 @@ def test_app_starts_only_after_the_scope_limits_are_verified(tmp_path, capfd, ho
     assert marker.exists() == runs
     if not holds:
         assert "memory: the manager ignored MemoryMax" in err
+
+
+def test_the_gate_pipe_does_not_leak_into_the_app(tmp_path, capfd):
+    if os.getuid() != 0:
+        pytest.skip("runs the sandbox in-process as root")
+    out = tmp_path / "fds"
+    s = spec(tmp_path, tmp_path / "unused")
+    s.argv = ["sh", "-c", f"ls /proc/self/fd > {out}"]
+    import fcntl
+
+    inherited = {int(fd) for fd in os.listdir("/proc/self/fd") if not fcntl.fcntl(int(fd), fcntl.F_GETFD) & fcntl.FD_CLOEXEC}
+    assert launch._spawn_and_wait(s, FakeScope(tmp_path, holds=True)) == 0
+    leaked = {int(fd) for fd in out.read_text().split()} - inherited - {0, 1, 2, 3}  # 3: ls's own handle
+    assert not leaked, f"fds {leaked} reached the app"
+
+
+def test_systemd_run_is_found_by_absolute_path():
+    from envbox import cgroups
+    from envbox.cgroups_host import HostCgroups
+
+    host = HostCgroups(uid=0, systemd="system", systemd_root="/sys/fs/cgroup/system.slice", systemd_controllers=("memory",))
+    try:
+        cg = cgroups._create_systemd(host, "x", cgroups.Limits(memory=1 << 26))
+    except cgroups.LimitError as exc:
+        assert "systemd-run is not installed" in exc.message
+    else:
+        assert os.path.isabs(cg.prefix[0])
