@@ -62,7 +62,13 @@ def test_the_gate_pipe_does_not_leak_into_the_app(tmp_path, capfd):
     s.argv = ["sh", "-c", f"ls /proc/self/fd > {out}"]
     import fcntl
 
-    inherited = {int(fd) for fd in os.listdir("/proc/self/fd") if not fcntl.fcntl(int(fd), fcntl.F_GETFD) & fcntl.FD_CLOEXEC}
+    def inheritable(fd: int) -> bool:
+        try:
+            return not fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+        except OSError:  # the directory handle listdir used, already closed
+            return False
+
+    inherited = {int(fd) for fd in os.listdir("/proc/self/fd") if inheritable(int(fd))}
     assert launch._spawn_and_wait(s, FakeScope(tmp_path, holds=True)) == 0
     leaked = {int(fd) for fd in out.read_text().split()} - inherited - {0, 1, 2, 3}  # 3: ls's own handle
     assert not leaked, f"fds {leaked} reached the app"
