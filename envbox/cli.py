@@ -32,6 +32,10 @@ def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | Non
     inputs = plan_inputs(paths, profile)
     prepared = prepare(paths, profile, build=True, frozen=frozen, progress=progress)
     plan = prepared.plan
+    if profile.scope == "project":
+        from .prepare import remember_project
+
+        remember_project(paths, profile)
     entry = fastpath.make_entry(paths, plan.to_cache(), inputs + _layer_inputs(plan), os.environ)
     if not frozen and not _trust_record_vanished(paths, profile, inputs):
         fastpath.write(paths, fastpath.cache_key(profile.name, str(profile.path) if profile.scope == "project" else None), entry)

@@ -136,7 +136,9 @@ def protected_dirs(paths) -> list:
     for d in (paths.config_dir, paths.data_dir, paths.state_dir, paths.cache_dir):
         os.makedirs(d, exist_ok=True)  # a directory created later by the app would not be protected
     dirs = (paths.config_dir, paths.data_dir, paths.state_dir, paths.cache_dir, paths.system_dir)
-    return [str(d) for d in dirs] + desktop_entries(os.environ)
+    # Real paths: a dotfiles-style symlink (~/.config/envbox -> ~/dotfiles/envbox) is protected
+    # at its target (a bind mount over the link itself would not hold).
+    return [os.path.realpath(d) for d in dirs] + desktop_entries(os.environ)
 
 
 def desktop_entries(environ) -> list:

@@ -56,11 +56,11 @@ def plan_inputs(paths: Paths, profile: Profile) -> list:
         from .trust import record_path
 
         watched.append(record_path(paths.trust_dir, profile.path))
-    else:
-        for scope, directory in scope_dirs(paths):
-            if scope == profile.scope:
-                break
-            watched.append(directory / f"{profile.name}.yaml")  # a new higher-scope profile wins
+    # A new profile in a higher scope would win, for this name and every name it extends.
+    names = {profile.name} if profile.scope != "project" else set()
+    names |= {Path(path).stem for path, _ in profile.origins[1:]}
+    for name in sorted(names):
+        watched += [directory / f"{name}.yaml" for _, directory in scope_dirs(paths)]
     if any(t.constraint for t in profile.tools):
         dirs = catalog_dirs(paths)
         watched += [*dirs, *catalog_files(dirs)]
@@ -162,22 +162,66 @@ def _check_conflicts(profile: Profile, resolution: Resolution, infos: dict, stor
     conflicts.check(profile, order, labels, manifests)
 
 
+def remember_project(paths: Paths, profile: Profile) -> None:
+    """Note a project file that launched, so `envbox gc` keeps the layers it uses."""
+    import hashlib
+    import json
+
+    directory = paths.state_dir / "projects"
+    record = directory / (hashlib.sha256(os.fsencode(str(profile.path))).hexdigest() + ".json")
+    if record.exists():
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"path": str(profile.path)}))
+    except OSError:
+        pass  # only gc's knowledge suffers
+
+
+def _known_projects(paths: Paths) -> list[Profile]:
+    """Trusted project files that launched before and still exist (records of others go)."""
+    import json
+
+    from . import trust
+    from .errors import EnvboxError
+    from .profile import load_project_profile
+
+    out = []
+    directory = paths.state_dir / "projects"
+    for record in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            path = Path(json.loads(record.read_text())["path"])
+            pf = trust.read_project_file(path, uid=os.getuid())
+            if not trust.is_trusted(paths.trust_dir, pf):
+                raise EnvboxError("no longer trusted")
+            out.append(with_extends(paths, load_project_profile(pf.path, pf.data, pf.sha256, pf.signature)[0]))
+        except (OSError, ValueError, KeyError, TypeError, EnvboxError):
+            record.unlink(missing_ok=True)
+    return out
+
+
 def referenced_layers(paths: Paths, store: Store) -> dict[str, list[str]]:
-    """digest -> the profiles whose current resolution (or lock file) uses that layer."""
+    """digest -> the profiles (and trusted project files that launched before) using it now or
+    in their lock files."""
     from .errors import EnvboxError
     from .scopes import all_profiles
 
     refs: dict[str, list[str]] = {}
     load = catalog_loader(paths)
+    profiles = []
     for ref, shadow in all_profiles(paths):
-        if shadow is not None:
-            continue
+        if shadow is None:
+            try:
+                profiles.append(with_extends(paths, load_profile(ref.path, ref.scope)))
+            except EnvboxError:
+                continue  # a broken profile references nothing; `envbox list` reports it
+    profiles += _known_projects(paths)
+    for profile in profiles:
         try:
-            profile = load_profile(ref.path, ref.scope)
-            lock = read_lock(lock_path(ref.path))
+            lock = read_lock(lock_path(profile.path))
             resolution = resolve(profile, load, lock)
         except EnvboxError:
-            continue  # a broken profile references nothing; `envbox list` reports it
+            continue
         digests = {s.digest for s in find_layers(resolution, store).values()}
         if lock:
             digests |= {t.digest for t in lock.tools.values()}

@@ -243,13 +243,16 @@ def _freeze(root: Path) -> None:
 
 
 def _thaw(root: Path) -> None:
-    """Give back owner write bits on directories so a tree can be removed."""
-    if not root.exists():
+    """Give back owner write bits on directories so a tree can be removed. Never follows a
+    symlink (os.walk does not descend into them; the root itself is checked)."""
+    if root.is_symlink() or not root.is_dir():
         return
     for dirpath, dirnames, _ in os.walk(root):
         try:
-            os.chmod(dirpath, os.lstat(dirpath).st_mode | 0o700)
-        except OSError:
+            st = os.lstat(dirpath)
+            if not os.path.islink(dirpath):
+                os.chmod(dirpath, (st.st_mode | 0o700) & 0o7777, follow_symlinks=False)
+        except (OSError, NotImplementedError):
             continue
 
 
@@ -372,7 +375,13 @@ def gc(store: Store, keep: set[str]) -> tuple[list[str], list[str]]:
                 continue
             for index_file in indexed.get(name, ()):
                 _unlink_quiet(index_file)
+            if (layers / name).is_symlink() or not (layers / name).is_dir():
+                _unlink_quiet(layers / name)  # not a layer envbox made: drop the entry itself only
+                continue
             doomed = store.root / "tmp" / f"gc-{name[:16]}-{os.getpid()}"
+            # Moving a directory to another parent needs write access to it (its '..' entry
+            # changes); stored layers are read-only, and without root that is enforced.
+            os.chmod(layers / name, 0o755)
             os.rename(layers / name, doomed)
             crash_point("gc")
             _thaw(doomed)

@@ -136,3 +136,17 @@ def test_plan_shows_where_each_field_came_from(root_env):
     assert plan["fields"]["env.B"] == f"{child}:3"
     text = env.envbox("plan", "child").stdout
     assert f"env.B                {child}:3" in text
+
+
+def test_gc_keeps_the_layers_of_a_trusted_project(env):
+    # A layer no bundled profile shares (py-host links python -> python3.11 too).
+    proj = make_project(env, "command: [sh, -c, 'true']\ntools:\n  projenv: {host: /usr/bin/env}\n")
+    run_in(env, proj, "trust")
+    assert run_in(env, proj, "run", "--", "true").returncode == 0
+    layers = sorted(os.listdir(env.store / "layers"))
+    assert layers
+    assert env.envbox("gc").returncode == 0
+    assert sorted(os.listdir(env.store / "layers")) == layers, "a trusted project's layer is still in use"
+    run_in(env, proj, "trust", "--revoke")
+    env.envbox("gc")
+    assert os.listdir(env.store / "layers") == []
