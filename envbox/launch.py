@@ -98,9 +98,11 @@ def run(spec: LaunchSpec) -> int:
         code = _spawn_and_wait(spec, cgroup)
         # The app's death by SIGKILL reaches us as 137 through the init; only the kernel's
         # counter says whether the memory cap was the cause.
-        if cgroup is not None and code == 128 + signal.SIGKILL and cgroup.oom_killed():
-            _say(f"{spec.profile} was killed: memory limit {_fmt_limit(spec.limits)} reached")
-            code = 128 + signal.SIGKILL
+        if cgroup is not None and cgroup.oom_killed():
+            if code == 128 + signal.SIGKILL:
+                _say(f"{spec.profile} was killed: memory limit {_fmt_limit(spec.limits)} reached")
+            else:  # v1 killed one of the app's processes, not the app itself
+                _say(f"note: {spec.profile} reached its memory limit of {_fmt_limit(spec.limits)}: the kernel killed one of its processes")
         return code
     finally:
         if cgroup is not None:

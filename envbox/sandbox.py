@@ -52,7 +52,8 @@ MS_REMOUNT, MS_BIND, MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 0x20, 0x1000, 0x40
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 # New mount API (linux/mount.h); x86_64 and aarch64 share these numbers (asm-generic table).
-SYS_MOVE_MOUNT, SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT = 429, 430, 431, 432
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT = 428, 429, 430, 431, 432
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC, AT_RECURSIVE = 0x1, 0o2000000, 0x8000
 FSOPEN_CLOEXEC = 0x1
 FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING, FSCONFIG_CMD_CREATE = 0, 1, 6
 FSMOUNT_CLOEXEC = 0x1
@@ -117,6 +118,10 @@ def move_mount(fd: int, target: str) -> None:
         "move_mount",
         target,
     )
+
+
+def open_tree(path: str, flags: int) -> int:
+    return _check(_libc.syscall(SYS_OPEN_TREE, -100, _b(path), flags), "open_tree", path)  # -100: AT_FDCWD
 
 
 def prctl(option: int, arg: int) -> None:
@@ -218,13 +223,23 @@ class Overlay:
         layers = self.lowers + (self.target,)
         if len(layers) > MAX_LOWER:
             raise SandboxFailure(f"{len(layers)} layers over {self.target}; the kernel allows at most {MAX_LOWER}")
+        # The overlay would hide every mount below the target (a separate /usr/local, files
+        # bind-mounted into /etc by a container runtime): take detached copies first and put
+        # them back on top.
+        kept = [(path, open_tree(path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)) for path in submounts(self.target)]
         try:
-            self._mount_fsconfig(layers, userns=ctx.userns)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSYS, errno.EINVAL) or ctx.forced_legacy:
-                raise
-            # lowerdir+ appeared in Linux 6.8; older kernels take one option string.
-            self._mount_legacy(layers, userns=ctx.userns)
+            try:
+                self._mount_fsconfig(layers, userns=ctx.userns)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSYS, errno.EINVAL) or ctx.forced_legacy:
+                    raise
+                # lowerdir+ appeared in Linux 6.8; older kernels take one option string.
+                self._mount_legacy(layers, userns=ctx.userns)
+            for path, fd in kept:
+                move_mount(fd, path)
+        finally:
+            for _, fd in kept:
+                os.close(fd)
 
     def _mount_fsconfig(self, layers: tuple[str, ...], *, userns: bool) -> None:
         if os.environ.get("ENVBOX_SANDBOX_LEGACY_MOUNT") == "1":
@@ -256,6 +271,31 @@ class Overlay:
         if len(options) > MAX_OPTIONS:
             raise SandboxFailure(f"overlay options for {self.target} are {len(options)} bytes; mount(2) takes at most {MAX_OPTIONS}")
         mount("overlay", self.target, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, options)
+
+
+def submounts(target: str, mountinfo: str = "/proc/self/mountinfo") -> list:
+    """The outermost mount points strictly below target (nested ones travel with them)."""
+    with open(mountinfo, "rb") as f:
+        points = [_unescape(line.split(b" ")[4]) for line in f.read().splitlines() if line]
+    below = sorted({p for p in points if p.startswith(target.rstrip("/") + "/")})
+    outer: list = []
+    for p in below:
+        if not any(p.startswith(o + "/") for o in outer):
+            outer.append(p)
+    return outer
+
+
+def _unescape(field: bytes) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo (proc(5))."""
+    out, i = bytearray(), 0
+    while i < len(field):
+        if field[i] == 0x5C and i + 3 < len(field) + 0 and field[i + 1:i + 4].isdigit():
+            out.append(int(field[i + 1:i + 4], 8))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return os.fsdecode(bytes(out))
 
 
 class Context:

@@ -197,3 +197,22 @@ def test_a_script_without_a_shebang_runs_with_sh(env):
     env.write_profile("c", "command: [sh, -c]\n")
     result = env.envbox("run", "--profile", "c", "--", str(script))
     assert result.returncode == 0 and result.stdout.strip() == "ran-by-sh", result.stderr
+
+
+def test_mounts_below_an_overlaid_directory_stay_visible(root_env):
+    """A file bind-mounted into /etc (as container runtimes do) and a separate mount below /usr
+    are carried over into the app's view, not hidden by the overlay."""
+    env = root_env
+    layer = env.base / "layer"
+    (layer / "bin").mkdir(parents=True)
+    (layer / "bin" / "marker").write_text("x")
+    env.write_profile("m", f"command: [sh, -c]\ntools:\n  t: {{dir: {layer}}}\n")
+    fake_hosts = env.base / "hosts"
+    fake_hosts.write_text("10.9.8.7 envbox-test-host\n")
+    # Everything happens in a private mount namespace: the host's /etc and /usr are untouched.
+    script = (
+        f"mount --bind {fake_hosts} /etc/hosts && mount -t tmpfs tmpfs /usr/local && touch /usr/local/inner && "
+        f"{envbox_bin()} launch m -- 'grep -c envbox-test-host /etc/hosts; ls /usr/local; ls /usr/bin/marker'"
+    )
+    result = env.cmd(["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
+    assert result.stdout.split() == ["1", "inner", "/usr/bin/marker"], result.stdout + result.stderr

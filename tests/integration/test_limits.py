@@ -155,3 +155,12 @@ def _deepest(pid: int) -> int:
             return pid
         pid = int(out[0])
     return pid
+
+
+def test_an_oom_killed_child_is_reported_when_the_app_survives(capped):
+    """v1 kills the largest process only: here a child; the app goes on and exits 3."""
+    script = f"import subprocess, sys; r = subprocess.run([sys.executable, '-c', {HOG!r}, '256']); print(r.returncode); sys.exit(3)"
+    result = capped.envbox("launch", "capped", "--", script)
+    assert result.returncode == 3
+    assert result.stdout.strip() == "-9"
+    assert "reached its memory limit of 64 MiB: the kernel killed one of its processes" in result.stderr

@@ -1,0 +1,47 @@
+"""Sandbox option parsing and mountinfo reading: pure parts, real inputs."""
+
+import pytest
+
+from envbox import sandbox
+
+MOUNTINFO = """\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+40 27 0:33 / /usr/local rw - tmpfs tmpfs rw
+41 40 0:34 / /usr/local/share rw - tmpfs tmpfs rw
+42 27 254:0 /x /etc/hosts rw - ext4 /dev/vda rw
+43 27 254:0 /y /etc/with\\040space rw - ext4 /dev/vda rw
+44 27 254:0 /z /usrx rw - ext4 /dev/vda rw
+"""
+
+
+def test_submounts_are_the_outermost_below_the_target(tmp_path):
+    info = tmp_path / "mountinfo"
+    info.write_text(MOUNTINFO)
+    assert sandbox.submounts("/usr", str(info)) == ["/usr/local"]
+    assert sandbox.submounts("/etc", str(info)) == ["/etc/hosts", "/etc/with space"]
+    assert sandbox.submounts("/opt", str(info)) == []
+
+
+@pytest.mark.parametrize(
+    "argv,error",
+    [
+        (["--lower", "/a"], "--lower without a following --overlay"),
+        (["--overlay"], "needs 1 value"),
+        (["--bogus", "--", "x"], "unknown sandbox option"),
+        (["--userns"], "no command given"),
+        (["--wait-fd", "x", "--", "true"], "file descriptor number"),
+    ],
+)
+def test_bad_sandbox_options(argv, error):
+    with pytest.raises(sandbox.SandboxFailure) as info:
+        sandbox.parse(argv)
+    assert error in str(info.value)
+
+
+def test_parse_orders_operations():
+    ctx = sandbox.parse(["--userns", "--unshare-pid", "--join-cgroup", "/c/cgroup.procs", "--lower", "/l1", "--lower", "/l2",
+                         "--overlay", "/usr", "--ro-bind", "/home/u/.config/envbox", "--setenv", "A", "1", "--", "app", "-x"])
+    assert [type(op).__name__ for op in ctx.ops] == ["Unshare", "Overlay", "ReadOnly"]
+    assert [type(op).__name__ for op in ctx.init_ops] == ["JoinCgroup", "MountProc"]
+    assert ctx.ops[1].lowers == ("/l1", "/l2") and ctx.env == {"A": "1"} and ctx.argv == ["app", "-x"]
