@@ -46,8 +46,18 @@ class LaunchSpec:
     def sandbox_args(self, cgroup_files=()) -> list:
         return sandboxargs.render(
             userns=self.userns, overlays=self.overlays, env=self.env, cwd=self.cwd,
-            argv=self.argv, cgroup_files=cgroup_files, readonly=self.readonly, debug=self.debug,
+            argv=self.argv, cgroup_files=cgroup_files, readonly=self.readonly, own_pgrp=not _on_terminal(),
+            debug=self.debug,
         )
+
+
+def _on_terminal() -> bool:
+    """Is envbox in the foreground of the terminal on its stdin? Then the app stays in that
+    process group, where the terminal's signals (Ctrl-C, window size) reach it directly."""
+    try:
+        return os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
 
 
 def spec_from_cache(entry: dict, environ, cwd: str, command, extra, *, debug: bool = False) -> LaunchSpec:

@@ -22,6 +22,7 @@ Options (each flag on its own with its values):
     --overlay TARGET          read-only overlay of the --lower dirs over the host's TARGET
     --setenv NAME VALUE       the app's environment is exactly the --setenv variables
     --ro-bind PATH            make PATH read-only for the app (a read-only bind mount of itself)
+    --own-pgrp                the app gets a process group of its own (when not on a terminal)
     --wait-fd FD              the init waits for "1" on FD before starting the app (the
                               supervisor first checks limits it could only read once the
                               sandbox was running, e.g. a systemd scope's)
@@ -306,6 +307,7 @@ class Context:
         self.chdir: str | None = None
         self.die_with_parent = False
         self.wait_fd: int | None = None
+        self.own_pgrp = False
         self.debug = False
         self.forced_legacy = os.environ.get("ENVBOX_SANDBOX_LEGACY_MOUNT") == "1"
         self.ops: list = []  # run by this process
@@ -360,6 +362,8 @@ def parse(argv: list[str]) -> Context:
             ctx.env[name] = value
         elif arg == "--ro-bind":
             readonly.append(ReadOnly(take(1)[0]))
+        elif arg == "--own-pgrp":
+            ctx.own_pgrp = True
         elif arg == "--wait-fd":
             try:
                 ctx.wait_fd = int(take(1)[0])
@@ -472,13 +476,15 @@ def _init(ctx: Context, cwd: str, alive_r: int) -> int:
         if select.select([alive_r], [], [], 0)[0]:  # EOF: the parent died before the prctl
             return EXIT_ENVBOX
         os.close(alive_r)
-        watched = set(FORWARD) | {signal.SIGCHLD}  # still blocked, inherited across fork
+        watched = set(FORWARD) | {signal.SIGRTMIN + sig for sig in FORWARD} | {signal.SIGCHLD}  # still blocked
         _run_ops(ctx, ctx.init_ops)
         if ctx.wait_fd is not None:
             word = os.read(ctx.wait_fd, 1)
             os.close(ctx.wait_fd)  # not the app's to inherit
             if word != b"1":
                 return EXIT_ENVBOX  # the supervisor refused (and said why); the app never starts
+        if ctx.own_pgrp:
+            os.setpgid(0, 0)
         app = os.fork()
         if app == 0:
             _exit_with(_exec_app(ctx, cwd))
@@ -533,9 +539,13 @@ def _exec_app(ctx: Context, cwd: str) -> int:
 
 # ---- waiting and forwarding (used by the supervisor, the relay and the init) ---------------
 
-# Signals sent by another process are passed on to the child. The terminal's signals (Ctrl-C,
-# Ctrl-\, SIGWINCH) already reach the app directly, since it stays in the terminal's
-# foreground process group: forwarding those too would deliver them twice.
+# Signals sent by another process are passed on, so that the app gets each exactly once:
+# - the terminal's (Ctrl-C, Ctrl-\, SIGWINCH; si_code SI_KERNEL) already reach the app directly,
+#   since it stays in the terminal's foreground process group: never forwarded;
+# - off a terminal the app gets a process group of its own (--own-pgrp), so a kill aimed at
+#   the caller's whole group (timeout(1), a script's job control) reaches envbox, not the app;
+# - signals from processes are passed down the chain as SIGRTMIN+N ("forwarded N"), and only
+#   the init turns them back into N for the app; a plain N reaching the init is ignored.
 FORWARD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM)
 # si_code of signals sent by a process: SI_USER (kill), SI_QUEUE (sigqueue), SI_TKILL (tgkill);
 # the terminal's come with SI_KERNEL.
@@ -543,10 +553,14 @@ _FROM_PROCESS = {0, -1, -6}
 
 
 def block_signals() -> set:
-    """Block the forwarded signals and SIGCHLD (before fork, so none is lost); return the set."""
-    watched = set(FORWARD) | {signal.SIGCHLD}
+    """Block the forwarded signals, their relayed forms and SIGCHLD (before fork, so none is
+    lost); return the set."""
+    watched = set(FORWARD) | {signal.SIGRTMIN + sig for sig in FORWARD} | {signal.SIGCHLD}
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     return watched
+
+
+
 
 
 def wait_forwarding(pid: int, watched: set, *, reap_all: bool = False) -> int:
@@ -565,9 +579,16 @@ def wait_forwarding(pid: int, watched: set, *, reap_all: bool = False) -> int:
                     break
                 if done == pid:
                     return status
-        elif info.si_code in _FROM_PROCESS:
+        else:
+            if info.si_signo >= signal.SIGRTMIN:
+                # From the forwarder before us: the init delivers it, others pass it on.
+                out = info.si_signo - signal.SIGRTMIN if reap_all else info.si_signo
+            elif info.si_code in _FROM_PROCESS and not reap_all:
+                out = signal.SIGRTMIN + info.si_signo
+            else:
+                continue
             try:
-                os.kill(pid, info.si_signo)
+                os.kill(pid, out)
             except ProcessLookupError:
                 pass
 

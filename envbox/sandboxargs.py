@@ -26,13 +26,15 @@ def app_env(environ, fixed) -> dict:
     return env
 
 
-def render(*, userns, overlays, env, cwd, argv, extra=(), cgroup_files=(), readonly=(), debug=False) -> list:
+def render(*, userns, overlays, env, cwd, argv, extra=(), cgroup_files=(), readonly=(), own_pgrp=False, debug=False) -> list:
     """overlays: [(target, [lower dirs top first])]; env: the app's whole environment;
     readonly: envbox's own directories, which the app must not be able to change."""
     args = ["--debug"] if debug else []
     if userns:
         args.append("--userns")
     args.append("--unshare-pid")
+    if own_pgrp:
+        args.append("--own-pgrp")
     for procs in cgroup_files:
         args += ["--join-cgroup", procs]
     for target, lowers in overlays:

@@ -216,3 +216,16 @@ def test_mounts_below_an_overlaid_directory_stay_visible(root_env):
     )
     result = env.cmd(["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
     assert result.stdout.split() == ["1", "inner", "/usr/bin/marker"], result.stdout + result.stderr
+
+
+def test_a_group_wide_signal_from_a_group_member_arrives_once(env):
+    """timeout(1) kills its whole process group: the app must see SIGTERM once, not twice."""
+    log = env.home / "log"
+    script = env.home / "term.sh"
+    script.write_text(f"#!/bin/sh\ntrap 'echo TERM >> {log}' TERM\nwhile :; do sleep 0.05; done\n")
+    script.chmod(0o755)
+    env.give(env.home)
+    env.write_profile("s", "command: [sh]\n")
+    # TERM to the group after 1 s; the app logs it and goes on; KILL to the group 2 s later.
+    result = env.cmd(["timeout", "-k", "2", "1", envbox_bin(), "run", "--profile", "s", "--", str(script)])
+    assert log.read_text().splitlines() == ["TERM"], result.stderr
