@@ -140,7 +140,10 @@ def plan(
 
     paths = envbox_paths()
     prepared = prepare(paths, load_target(paths, name), build=False)
-    data = prepared.plan.to_json(os.environ, os.getcwd(), launch_mod.launcher_argv())
+    from .fastpath import protected_dirs
+
+    readonly = tuple(protected_dirs(paths, create=False))
+    data = prepared.plan.to_json(os.environ, os.getcwd(), launch_mod.launcher_argv(), readonly=readonly)
     data["cgroup"] = _cgroup_choice(prepared.plan.limits)
     data["fields"] = dict(prepared.profile.field_origins)
     if as_json:

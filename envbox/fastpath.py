@@ -130,11 +130,12 @@ def make_entry(paths, plan_data: dict, inputs: list, environ) -> dict:
     }
 
 
-def protected_dirs(paths) -> list:
+def protected_dirs(paths, *, create: bool = True) -> list:
     """envbox's own state, read-only inside every launch: the app cannot change its policy
     (profiles, trust records, store, cached plans) behind the user's back."""
     for d in (paths.config_dir, paths.data_dir, paths.state_dir, paths.cache_dir):
-        os.makedirs(d, exist_ok=True)  # a directory created later by the app would not be protected
+        if create:
+            os.makedirs(d, exist_ok=True)  # a directory created later by the app would not be protected
     dirs = (paths.config_dir, paths.data_dir, paths.state_dir, paths.cache_dir, paths.system_dir)
     # Real paths: a dotfiles-style symlink (~/.config/envbox -> ~/dotfiles/envbox) is protected
     # at its target (a bind mount over the link itself would not hold).

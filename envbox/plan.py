@@ -66,11 +66,11 @@ class Plan:
         """The app's whole environment: allowed caller variables, then the plan's."""
         return sandboxargs.app_env(environ, dict(self.env))
 
-    def sandbox_args(self, environ: Mapping[str, str], cwd: str, *, extra: tuple[str, ...] = (), cgroup_files: tuple[str, ...] = ()) -> list[str]:
+    def sandbox_args(self, environ: Mapping[str, str], cwd: str, *, extra: tuple[str, ...] = (), cgroup_files: tuple[str, ...] = (), readonly: tuple[str, ...] = ()) -> list[str]:
         """The sandbox's argv (after `python3 -SI sandbox.py`). Pure: every input is an argument."""
         return sandboxargs.render(
             userns=self.userns, overlays=self.overlays(), env=self.app_env(environ), cwd=cwd,
-            argv=self.argv, extra=extra, cgroup_files=cgroup_files,
+            argv=self.argv, extra=extra, cgroup_files=cgroup_files, readonly=readonly,
         )
 
     def to_cache(self) -> dict:
@@ -86,7 +86,7 @@ class Plan:
             "digests": [l.digest for l in self.layers if l.digest],
         }
 
-    def to_json(self, environ: Mapping[str, str], cwd: str, launcher: tuple[str, ...]) -> dict:
+    def to_json(self, environ: Mapping[str, str], cwd: str, launcher: tuple[str, ...], *, readonly: tuple[str, ...] = ()) -> dict:
         return {
             "profile": self.profile,
             "file": self.profile_path,
@@ -101,7 +101,7 @@ class Plan:
             "limits": {"memory": self.limits.memory, "memory_swap": self.limits.memory_swap, "cpu": self.limits.cpu, "pids": self.limits.pids},
             "allow_unenforced": self.allow_unenforced,
             "userns": self.userns,
-            "sandbox_command": shell_command(launcher, self.sandbox_args(environ, cwd)) if self.ready else None,
+            "sandbox_command": shell_command(launcher, self.sandbox_args(environ, cwd, readonly=readonly)) if self.ready else None,
         }
 
 
