@@ -603,6 +603,13 @@ os.execvp(cmd[0], cmd)
 """
 
 
+def need_systemd_run() -> None:
+    import shutil
+
+    if not shutil.which("systemd-run", path="/usr/local/bin:/usr/bin:/bin"):
+        pytest.skip("envbox runs systemd-run by absolute path from /usr/bin; it is not installed here")
+
+
 def stand_in(tmp_path: Path, root: str) -> tuple[dict, Path]:
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -615,6 +622,7 @@ def stand_in(tmp_path: Path, root: str) -> tuple[dict, Path]:
 
 @pytest.mark.parametrize("user", [False, True], ids=["system", "user"])
 def test_systemd_scope_argv_and_verify(tmp_path, user):
+    need_systemd_run()
     host = v2_user(tmp_path, uid=USER, systemd=True) if user else v2_root(tmp_path, systemd=True)
     choice = choose_backend(host, LIMITS)
     assert choice.name == "systemd"
@@ -625,7 +633,9 @@ def test_systemd_scope_argv_and_verify(tmp_path, user):
     assert cg.paths == (os.path.join(host.systemd_root, "envbox.slice", unit),)
     assert cg.verify(LIMITS)[0].endswith("(is the systemd-run scope running yet?)")
     env, log = stand_in(tmp_path, host.systemd_root)
-    argv = [*cg.argv_prefix(), "echo", "app ran"]
+    # envbox runs systemd-run by absolute path (never a PATH lookup): swap in the stand-in.
+    assert os.path.isabs(cg.argv_prefix()[0]) and cg.argv_prefix()[0].endswith("/systemd-run")
+    argv = [str(tmp_path / "bin" / "systemd-run"), *cg.argv_prefix()[1:], "echo", "app ran"]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
     assert result.stdout == "app ran\n", result.stderr
     argv = __import__("json").loads(log.read_text())
@@ -649,10 +659,11 @@ def test_systemd_scope_argv_and_verify(tmp_path, user):
 
 
 def test_systemd_ignoring_a_property_is_caught(tmp_path):
+    need_systemd_run()
     host = v2_user(tmp_path, uid=USER, systemd=True)
     cg = cgroups.create(host, choose_backend(host, LIMITS), "node", LIMITS)
     env, _ = stand_in(tmp_path, host.systemd_root)
     env["IGNORE"] = "MemoryMax"
-    subprocess.run([*cg.argv_prefix(), "true"], env=env, check=True, timeout=30)
+    subprocess.run([str(tmp_path / "bin" / "systemd-run"), *cg.argv_prefix()[1:], "true"], env=env, check=True, timeout=30)
     problems = cg.verify(LIMITS)
     assert len(problems) == 1 and problems[0].startswith("memory: ") and "holds 'max'" in problems[0]
