@@ -152,13 +152,12 @@ def desktop_entries(environ) -> list:
 
 def write(paths, name: str, entry: dict) -> None:
     """Record an entry (the full CLI, after a successful prepare); best effort."""
+    from .atomic import write_atomic
+
     target = entry_path(str(paths.cache_dir), name)
     try:
         os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-        tmp = f"{target}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(marshal.dumps(entry))
-        os.replace(tmp, target)
+        write_atomic(target, marshal.dumps(entry), mode=0o600, fsync=False)
     except OSError:
         pass  # a cache is an optimisation; the slow path works without it
 

@@ -41,11 +41,9 @@ def write_launcher(dest: str) -> None:
     purelib = sysconfig.get_paths()["purelib"]
     if purelib not in sites:
         sites.append(purelib)
-    tmp = f"{dest}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(LAUNCHER.format(python=sys.executable, sites=sites))
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, dest)
+    from .atomic import write_atomic
+
+    write_atomic(dest, LAUNCHER.format(python=sys.executable, sites=sites).encode(), mode=0o755)
 
 
 if __name__ == "__main__":

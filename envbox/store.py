@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import treedigest
+from .atomic import write_atomic
 from .errors import BuildError, EnvboxError
 
 LOCK_TIMEOUT = 600.0  # seconds a builder waits for another builder of the same layer (ENVBOX_LOCK_TIMEOUT)
@@ -257,13 +258,7 @@ def _thaw(root: Path) -> None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
+    write_atomic(path, text.encode("utf-8", "surrogateescape"))
 
 
 def crash_point(step: str) -> None:

@@ -74,12 +74,10 @@ def require_trusted(trust_dir: Path, pf: ProjectFile) -> None:
 
 def record(trust_dir: Path, pf: ProjectFile) -> Path:
     trust_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from .atomic import write_atomic
+
     target = record_path(trust_dir, pf.path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"path": str(pf.path), "sha256": pf.sha256}, f)
-    os.replace(tmp, target)
+    write_atomic(target, json.dumps({"path": str(pf.path), "sha256": pf.sha256}).encode(), mode=0o600)
     return target
 
 

@@ -197,10 +197,10 @@ def _read_closure(path: Path) -> debclosure.Closure | None:
 
 
 def _write_closure(path: Path, closure: debclosure.Closure) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"packages": [dataclasses.asdict(p) for p in closure.packages], "warnings": list(closure.warnings)}))
-    os.replace(tmp, path)
+    from ..atomic import write_atomic
+
+    data = {"packages": [dataclasses.asdict(p) for p in closure.packages], "warnings": list(closure.warnings)}
+    write_atomic(path, json.dumps(data).encode(), fsync=False)
 
 
 def host_arch(env: Mapping[str, str]) -> str:
