@@ -177,9 +177,20 @@ def _scalar(node: yaml.ScalarNode) -> Any:
 
 def load(path: Path, *, limit: int = MAX_BYTES) -> Document:
     """Read and parse one file. Raises YamlError (without the file name: callers add it)."""
-    import hashlib
-
     from .fastpath import stat_signature
 
     data, st = read_file(path, limit=limit)
-    return Document(parse(data), hashlib.sha256(data).hexdigest(), path, stat_signature(st))
+    return Document(parse(data), sha256_hex(data), path, stat_signature(st))
+
+
+def sha256_hex(data: bytes) -> str:
+    """sha256 without `import hashlib`, which initialises OpenSSL (~12 ms here) on every
+    `envbox list` or `plan`; CPython's own implementation is plenty for a small file."""
+    try:
+        from _sha2 import sha256  # Python >= 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256  # Python 3.11
+        except ImportError:
+            from hashlib import sha256
+    return sha256(data).hexdigest()

@@ -47,3 +47,12 @@ def test_plain_data_keeps_lines_and_raw_text():
 def test_empty_document_is_none():
     assert parse(b"") is None
     assert parse(b"# only a comment\n") is None
+
+
+def test_sha256_hex_matches_hashlib():
+    import hashlib
+
+    from envbox.yamlstrict import sha256_hex
+
+    for data in (b"", b"name: x\n", bytes(range(256)) * 100):
+        assert sha256_hex(data) == hashlib.sha256(data).hexdigest()
