@@ -64,6 +64,7 @@ class Env:
     uid: int
     gid: int
     vars: dict = field(default_factory=dict)
+    procs: list = field(default_factory=list)  # started with popen; killed at teardown
 
     @property
     def home(self) -> Path:
@@ -112,7 +113,16 @@ class Env:
         kw.setdefault("cwd", str(self.home))
         if self.uid != 0:
             kw.update(user=self.uid, group=self.gid, extra_groups=[])
-        return subprocess.Popen(argv, env=env, **kw)
+        proc = subprocess.Popen(argv, env=env, **kw)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        """Kill what a failed test left running (killing envbox kills its app's whole tree)."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
 
     def envbox(self, *args: str, **kw) -> subprocess.CompletedProcess:
         return self.cmd([envbox_bin(), *args], **kw)
@@ -170,6 +180,7 @@ def shared_cache(env: Env) -> None:
 def env(request) -> Env:
     e = _make_env(request.param)
     yield e
+    e.stop_all()
     _cleanup(e.base)
 
 
@@ -177,6 +188,7 @@ def env(request) -> Env:
 def root_env() -> Env:
     e = _make_env("root")
     yield e
+    e.stop_all()
     _cleanup(e.base)
 
 
