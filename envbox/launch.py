@@ -91,8 +91,7 @@ def run(spec: LaunchSpec) -> int:
     cgroup = None
     try:
         cgroup = _setup_cgroup(spec)
-    except _Refused as exc:
-        _say(str(exc))
+    except _Refused:  # already said why
         return EXIT_ENVBOX
     use_locks = _hold_layers(spec)
     missing = [d for d in spec.layer_digests if not os.path.isdir(os.path.join(spec.store_root, "layers", d))]
@@ -128,16 +127,38 @@ def run(spec: LaunchSpec) -> int:
 
 
 class _Refused(Exception):
-    pass
+    """The limits cannot be enforced and the launch must not run (the reason was printed)."""
 
 
-def _setup_cgroup(spec: LaunchSpec):
-    limits_given = {k: v for k, v in spec.limits.items() if v is not None}
-    if not limits_given:
+def _limits(spec: LaunchSpec):
+    """The spec's limits as cgroups.Limits, or None when there are none."""
+    given = {k: v for k, v in spec.limits.items() if v is not None}
+    if not given:
         return None
     from . import cgroups
 
-    limits = cgroups.Limits(**limits_given)
+    return cgroups.Limits(**given)
+
+
+def _refuse_unenforced(spec: LaunchSpec, problems: list) -> bool:
+    """Say what cannot be enforced; True when the launch must stop (fail closed)."""
+    if not spec.allow_unenforced:
+        _say(
+            f"cannot enforce the limits of {spec.profile}: {'; '.join(problems)}\n"
+            "hint: run 'envbox doctor' for what this machine supports; to run without the limits, "
+            "pass --allow-unenforced or set limits.allow_unenforced: true in the profile"
+        )
+        return True
+    _say(f"warning: running {spec.profile} WITHOUT its limits: {'; '.join(problems)}")
+    return False
+
+
+def _setup_cgroup(spec: LaunchSpec):
+    limits = _limits(spec)
+    if limits is None:
+        return None
+    from . import cgroups
+
     host = cgroups.probe()
     cgroups.cleanup_stale(host)
     choice = cgroups.choose_backend(host, limits)
@@ -155,13 +176,8 @@ def _setup_cgroup(spec: LaunchSpec):
     if problems:
         if cgroup is not None:
             cgroup.remove()
-        if not spec.allow_unenforced:
-            raise _Refused(
-                f"cannot enforce the limits of {spec.profile}: {'; '.join(problems)}\n"
-                "hint: run 'envbox doctor' for what this machine supports; to run without the limits, "
-                "pass --allow-unenforced or set limits.allow_unenforced: true in the profile"
-            )
-        _say(f"warning: running {spec.profile} WITHOUT its limits: {'; '.join(problems)}")
+        if _refuse_unenforced(spec, problems):
+            raise _Refused()
         return None
     return cgroup
 
@@ -199,14 +215,10 @@ def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
         if gate:
             os.close(gate[0])
             problems = _verify_started(cgroup, spec)
-            if problems and not spec.allow_unenforced:
+            if problems and _refuse_unenforced(spec, problems):
                 os.close(gate[1])  # the init reads nothing and exits: the app never starts
                 sandbox.wait_forwarding(pid, watched)
-                _say(f"cannot enforce the limits of {spec.profile}: {'; '.join(problems)}\nhint: run 'envbox doctor'; "
-                     "to run without the limits, pass --allow-unenforced or set limits.allow_unenforced: true")
                 return EXIT_ENVBOX
-            if problems:
-                _say(f"warning: running {spec.profile} WITHOUT its limits: {'; '.join(problems)}")
             os.write(gate[1], b"1")
             os.close(gate[1])
         return sandbox.exit_code(sandbox.wait_forwarding(pid, watched))
@@ -244,15 +256,12 @@ def _verify_started(cgroup, spec: LaunchSpec, timeout: float = 5.0) -> list:
     """Limits read back from a cgroup that appears only once the sandbox runs (systemd)."""
     import time
 
-    from . import cgroups
-
     deadline = time.monotonic() + timeout
     while not all(os.path.isdir(p) for p in cgroup.paths):
         if time.monotonic() > deadline:
             return [f"the cgroup {cgroup.paths[0]} did not appear (systemd-run failed or ignored --scope?)"]
         time.sleep(0.01)
-    limits = cgroups.Limits(**{k: v for k, v in spec.limits.items() if v is not None})
-    return list(cgroup.verify(limits))
+    return list(cgroup.verify(_limits(spec)))
 
 
 def _hold_layers(spec: LaunchSpec) -> list[int]:
