@@ -426,7 +426,6 @@ def parse(argv: list[str]) -> Context:
 
 # ---- run ------------------------------------------------------------------------------------
 
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD, signal.SIGALRM, signal.SIGPIPE, signal.SIGXFSZ)
 
 
 def _find_program(name: str, path_var: str) -> str:
@@ -564,7 +563,7 @@ def _exec_app(ctx: Context, cwd: str) -> int:
         # Whoever started us blocked signals to forward them; the app starts with a clean slate,
         # except that what the caller ignored stays ignored (nohup, background jobs): only the
         # handlers Python itself installed (SIGINT) or the ignores it set (SIGPIPE, SIGXFSZ) go.
-        for sig in FORWARDED_SIGNALS:
+        for sig in RESET_FOR_APP:
             if sig in (signal.SIGPIPE, signal.SIGXFSZ) or signal.getsignal(sig) not in (signal.SIG_IGN, signal.SIG_DFL, None):
                 signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -595,6 +594,9 @@ def _exec_app(ctx: Context, cwd: str) -> int:
 # - signals from processes are passed down the chain as SIGRTMIN+N ("forwarded N"), and only
 #   the init turns them back into N for the app; a plain N reaching the init is ignored.
 FORWARD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM)
+# What the app gets back to default before exec: the signals we touched (blocked, handled) and
+# the two Python ignores at start-up.
+RESET_FOR_APP = (*FORWARD, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ)
 # si_code of signals sent by a process: SI_USER (kill), SI_QUEUE (sigqueue), SI_TKILL (tgkill);
 # the terminal's come with SI_KERNEL.
 _FROM_PROCESS = {0, -1, -6}
