@@ -49,7 +49,7 @@ else
 fi
 # A plain (not editable) install: the checkout can move or go away afterwards.
 "$venv/bin/pip" install -q --disable-pip-version-check --upgrade "$src" 2>&1 | grep -v '^WARNING: Location' >&2 || true
-"$venv/bin/python" -c 'import envbox.cli' || { say "the install in $venv is broken"; exit 1; }
+"$venv/bin/python" -c 'import envbox.cli.commands' || { say "the install in $venv is broken"; exit 1; }
 # Replace pip's console script with envbox's own launcher: the venv's python with -SI (no site
 # import on the fast launch path; PYTHON* variables and the user's site ignored).
 "$venv/bin/python" -m envbox.main --write-launcher "$venv/bin/envbox"

@@ -28,7 +28,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]  # lib.py; envbox itself (Exec parsing, the deb closure)
 
 import lib  # noqa: E402
-from envbox.errors import EnvboxError  # noqa: E402
+from envbox.core.errors import EnvboxError  # noqa: E402
 from lib import Cmd, CommandFailed  # noqa: E402
 
 TEST_USER = "envboxtest"
@@ -158,7 +158,7 @@ def write_launcher(python: str, dest: Path) -> None:
 
 def desktop_exec(home: Home, profile: str) -> tuple[str, ...]:
     """The argv of the Exec line `envbox desktop install` writes, field codes dropped."""
-    from envbox.desktop import FieldCode, parse_exec
+    from envbox.desktop.entries import FieldCode, parse_exec
 
     home.envbox("desktop", "install", profile)
     entry = home.dirs["data"] / "applications" / f"envbox-{profile}.desktop"
@@ -266,8 +266,8 @@ def measure_concurrent(cmd: Cmd, count: int, batches: int) -> dict:
 
 def build_packages(home: Home) -> tuple[list, str]:
     """The closure envbox builds for python 2.7, from the same (warm) lists envbox just used."""
-    from envbox.build import HELPER_ENV
-    from envbox.catalog import builtin_dir, load_catalog, pick
+    from envbox.store.build import HELPER_ENV
+    from envbox.core.catalog import builtin_dir, load_catalog, pick
     from envbox.sources import BuildContext, deb
 
     release = pick(load_catalog((builtin_dir(),)), "python", "2.7")
@@ -280,7 +280,7 @@ def build_packages(home: Home) -> tuple[list, str]:
 def apt_base(home: Home, base: Path, suite: str) -> dict:
     """An apt configuration of its own (like envbox's: no host apt state) over a copy of envbox's
     warm lists; the environment to run apt-get with."""
-    from envbox.build import HELPER_ENV
+    from envbox.store.build import HELPER_ENV
     from envbox.sources import deb
 
     arch = deb.host_arch(HELPER_ENV)

@@ -18,7 +18,7 @@ main()
 def main() -> None:
     argv = sys.argv[1:]
     if argv[:1] in (["launch"], ["run"]):
-        from . import fastpath
+        from envbox.runtime import plancache as fastpath
 
         code = fastpath.try_launch(argv, os.environ)
         if code is not None:
@@ -27,7 +27,7 @@ def main() -> None:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-    from .cli import run_cli
+    from envbox.cli.commands import run_cli
 
     sys.exit(run_cli(argv))
 
@@ -41,7 +41,7 @@ def write_launcher(dest: str) -> None:
     purelib = sysconfig.get_paths()["purelib"]
     if purelib not in sites:
         sites.append(purelib)
-    from .atomic import write_atomic
+    from envbox.fsio import write_atomic
 
     write_atomic(dest, LAUNCHER.format(python=sys.executable, sites=sites).encode(), mode=0o755)
 

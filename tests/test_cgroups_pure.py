@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from envbox import cgroups
-from envbox.cgroups import Limits, choose_backend, format_size, parse_size, probe
-from envbox.cgroups_host import cgroup_dir, parse_mountinfo, parse_proc_cgroup
-from envbox.cgroups_limits import limit_files, systemd_properties
-from envbox.errors import LimitError
+from envbox.cgroups import control as cgroups
+from envbox.cgroups.control import Limits, choose_backend, format_size, parse_size, probe
+from envbox.cgroups.host import cgroup_dir, parse_mountinfo, parse_proc_cgroup
+from envbox.cgroups.backend import limit_files, systemd_properties
+from envbox.core.errors import LimitError
 
 MiB, GiB = 1 << 20, 1 << 30
 ME = os.geteuid()

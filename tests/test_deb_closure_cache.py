@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from envbox import debclosure
+from envbox.sources import debclosure
 from envbox.sources import BuildContext, deb
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from envbox import postbuild
-from envbox.errors import BuildError
+from envbox.store import postbuild
+from envbox.core.errors import BuildError
 from envbox.sources import BuildContext, deb
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -122,7 +122,7 @@ Architecture: all
 @pytest.fixture
 def world(tmp_path, monkeypatch):
     """A repository with hello (+ maintainer scripts), its dependencies, and a deb named -dashdep."""
-    from envbox import fetch
+    from envbox.store import fetch
 
     monkeypatch.setenv(fetch.LOOPBACK_SWITCH, "1")  # envbox.fetch allows http to 127.0.0.1 only so
     debs = tmp_path / "debs"
@@ -212,7 +212,7 @@ def test_shipped_catalog_entries_pass_check():
 
 
 def test_shipped_catalog_loads_through_the_catalog_loader():
-    from envbox import catalog
+    from envbox.core import catalog
 
     releases = catalog._read_file(CATALOG, {"deb": deb})
     assert [(r.tool, r.version, r.kind) for r in releases] == [("python", v, "deb") for v in ("2.7.18", "3.9.2", "3.11.2", "3.13.5")]
@@ -434,7 +434,7 @@ def test_unknown_compression_in_the_archive_fails_the_build(world):
 BUILD_AS_USER = """
 import json, sys
 from pathlib import Path
-from envbox import postbuild
+from envbox.store import postbuild
 from envbox.sources import BuildContext, deb
 a = json.loads(sys.argv[1])
 base = Path(a["base"])
@@ -454,7 +454,7 @@ def test_build_and_run_in_the_layer_as_root_and_rootless(world, env):
     import json
     import sys
 
-    from envbox import fetch
+    from envbox.store import fetch
 
     shutil.copy(world["status"], env.base / "status")
     env.give(env.base)

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from envbox import debclosure as dc
-from envbox.errors import BuildError
+from envbox.sources import debclosure as dc
+from envbox.core.errors import BuildError
 
 # ---- dpkg version comparison ----------------------------------------------------------------
 

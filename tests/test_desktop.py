@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import need
-from envbox.desktop import (
+from envbox.desktop.entries import (
     HASH_KEY,
     MAIN_GROUP,
     PROFILE_KEY,
@@ -27,7 +27,7 @@ from envbox.desktop import (
     unescape_string,
     wrap,
 )
-from envbox.profile import Desktop
+from envbox.core.profile import Desktop
 
 LAUNCHER = "/usr/local/bin/envbox"
 HOSTILE = [

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from envbox import fetch
-from envbox.errors import BuildError
+from envbox.store import fetch
+from envbox.core.errors import BuildError
 
 BODY = os.urandom(3 << 20) + b"end"
 SHA = hashlib.sha256(BODY).hexdigest()

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from envbox.cgroups import LEAF_PATTERN, parse_leaf
-from envbox.names import NAME_PATTERN, is_valid_name
+from envbox.cgroups.control import LEAF_PATTERN, parse_leaf
+from envbox.core.names import NAME_PATTERN, is_valid_name
 
 NAMES = ["a", "chrome", "py-host", "node.js", "a_b", "0day", "x" * 64, "x" * 65, "", ".", "..", "a..b", "a.",
          "-rf", "A", "a/b", "a b", " a", "a\n", "a\x00b", "é", "memory.max", "cgroup.procs", "_x", "a-", "1.2.3"]

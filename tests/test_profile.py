@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from envbox.errors import ProfileError
-from envbox.profile import load_profile
+from envbox.core.errors import ProfileError
+from envbox.core.profile import load_profile
 
 GOOD = """\
 name: chrome

@@ -2,7 +2,7 @@
 
 import pytest
 
-from envbox import sandbox
+from envbox.runtime import sandbox
 
 MOUNTINFO = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw

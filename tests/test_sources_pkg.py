@@ -22,10 +22,11 @@ import pytest
 from conftest import need
 from test_fetch import Server
 
-from envbox import catalog, fetch
-from envbox.errors import BuildError
+from envbox.core import catalog
+from envbox.store import fetch
+from envbox.core.errors import BuildError
 from envbox.sources import BuildContext, archive, npm, wheel
-from envbox.store import Recipe, Store
+from envbox.store.layers import Recipe, Store
 
 RELEASES = Path(catalog.__file__).resolve().parent / "releases"
 

@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .. import extract as ex
-from .. import fetch
-from ..errors import BuildError
-from . import Artifact, BuildContext
+from envbox.store import extract as ex
+from envbox.store import fetch
+from envbox.core.errors import BuildError
+from envbox.sources import Artifact, BuildContext
 
 KIND = "archive"
 KEYS = ("kind", "url", "sha256", "strip_components", "map", "format")

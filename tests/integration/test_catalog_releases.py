@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from conftest import shared_cache
-from envbox.catalog import builtin_dir, load_catalog
+from envbox.core.catalog import builtin_dir, load_catalog
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 

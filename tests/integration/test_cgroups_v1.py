@@ -15,9 +15,9 @@ import textwrap
 import pytest
 from conftest import need
 
-from envbox import cgroups
-from envbox.cgroups import Limits
-from envbox.errors import LimitError
+from envbox.cgroups import control as cgroups
+from envbox.cgroups.control import Limits
+from envbox.core.errors import LimitError
 
 MiB = 1 << 20
 PY = "/usr/bin/python3"  # the system python: no pyenv shim between us and the measured process
@@ -213,7 +213,7 @@ def test_cleanup_stale_removes_the_cgroups_of_a_dead_launcher(host, launches):
     mine = launches(Limits(pids=10))
     # A launcher that creates a cgroup, starts nothing, and exits without removing it.
     code = """
-        from envbox import cgroups
+        from envbox.cgroups import control as cgroups
         limits = cgroups.Limits(memory=64 << 20, pids=10)
         host = cgroups.probe()
         cg = cgroups.create(host, cgroups.choose_backend(host, limits), "orphan", limits)
@@ -237,7 +237,7 @@ def test_cleanup_stale_leaves_a_running_orphan_unless_told_to_kill(host):
     # The launcher puts an app in the cgroup and dies: the app outlives its supervisor.
     code = """
         import os, subprocess
-        from envbox import cgroups
+        from envbox.cgroups import control as cgroups
         limits = cgroups.Limits(pids=10)
         host = cgroups.probe()
         cg = cgroups.create(host, cgroups.choose_backend(host, limits), "orphan", limits)
@@ -294,7 +294,7 @@ def test_rootless_on_v1_cannot_enforce_limits(host):
         need(False, f"no test user {user!r} (tests/run creates it)")
     code = """
         import json
-        from envbox import cgroups
+        from envbox.cgroups import control as cgroups
         choice = cgroups.choose_backend(cgroups.probe(), cgroups.Limits(memory=64 << 20, cpu=0.5, pids=10))
         print(json.dumps([choice.name, choice.problems]))
         """

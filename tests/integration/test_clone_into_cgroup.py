@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from envbox import launch
+from envbox.runtime import supervisor as launch
 
 UNIFIED = "/sys/fs/cgroup/unified"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Env, need, no_traceback
-from envbox.desktop import MAIN_GROUP, FieldCode, parse_desktop, parse_exec
+from envbox.desktop.entries import MAIN_GROUP, FieldCode, parse_desktop, parse_exec
 
 PY_VERSION = "/usr/bin/python -c 'import sys; print(sys.version_info[:2])'"
 

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from envbox import launch
+from envbox.runtime import supervisor as launch
 
 
 class FakeScope:
@@ -75,8 +75,8 @@ def test_the_gate_pipe_does_not_leak_into_the_app(tmp_path, capfd):
 
 
 def test_systemd_run_is_found_by_absolute_path():
-    from envbox import cgroups
-    from envbox.cgroups_host import HostCgroups
+    from envbox.cgroups import control as cgroups
+    from envbox.cgroups.host import HostCgroups
 
     host = HostCgroups(uid=0, systemd="system", systemd_root="/sys/fs/cgroup/system.slice", systemd_controllers=("memory",))
     try:

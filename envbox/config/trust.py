@@ -1,0 +1,89 @@
+"""Trust records for project files: keyed to the absolute path and the sha256 of its bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from envbox.core.errors import TrustError
+from envbox.core.yamlstrict import MAX_BYTES
+
+
+@dataclass(frozen=True)
+class ProjectFile:
+    path: Path  # absolute
+    data: bytes  # the exact bytes that are hashed, and then parsed
+    sha256: str
+    signature: tuple  # fastpath.stat_signature of the open file
+
+
+def read_project_file(path: Path, *, uid: int) -> ProjectFile:
+    """Read a project file the safe way: no symlinks, owned by the caller, not writable by others."""
+    path = Path(os.path.abspath(path))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise TrustError(f"cannot read {path}: {exc.strerror}", "check the file; project files must be regular files you own") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise TrustError(f"{path} is not a regular file", "project files must be regular files")
+        if st.st_uid != uid:
+            raise TrustError(f"{path} is owned by uid {st.st_uid}, not by you", "envbox only uses project files you own")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise TrustError(f"{path} is writable by group or others", f"chmod go-w {path}")
+        if st.st_size > MAX_BYTES:
+            raise TrustError(f"{path} is {st.st_size} bytes, more than the {MAX_BYTES}-byte limit")
+        chunks, total = [], 0
+        while chunk := os.read(fd, 65536):
+            total += len(chunk)
+            if total > MAX_BYTES:
+                raise TrustError(f"{path} is more than the {MAX_BYTES}-byte limit")
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    from envbox.runtime.plancache import stat_signature
+
+    data = b"".join(chunks)
+    return ProjectFile(path, data, hashlib.sha256(data).hexdigest(), tuple(stat_signature(st)))
+
+
+def record_path(trust_dir: Path, path: Path) -> Path:
+    return trust_dir / (hashlib.sha256(os.fsencode(str(path))).hexdigest() + ".json")
+
+
+def is_trusted(trust_dir: Path, pf: ProjectFile) -> bool:
+    try:
+        record = json.loads(record_path(trust_dir, pf.path).read_text())
+    except (FileNotFoundError, ValueError, OSError):
+        return False
+    return isinstance(record, dict) and record.get("path") == str(pf.path) and record.get("sha256") == pf.sha256
+
+
+def require_trusted(trust_dir: Path, pf: ProjectFile) -> None:
+    if not is_trusted(trust_dir, pf):
+        raise TrustError(
+            f"{pf.path} is not trusted (new, edited or moved since it was trusted)",
+            f"read it, then run 'envbox trust' in {pf.path.parent} to allow it",
+        )
+
+
+def record(trust_dir: Path, pf: ProjectFile) -> Path:
+    trust_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from envbox.fsio import write_atomic
+
+    target = record_path(trust_dir, pf.path)
+    write_atomic(target, json.dumps({"path": str(pf.path), "sha256": pf.sha256}).encode(), mode=0o600)
+    return target
+
+
+def revoke(trust_dir: Path, path: Path) -> bool:
+    try:
+        os.unlink(record_path(trust_dir, Path(os.path.abspath(path))))
+        return True
+    except FileNotFoundError:
+        return False

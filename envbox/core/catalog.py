@@ -1,0 +1,252 @@
+"""The catalog: which releases of which tools exist and where they come from. Reads YAML files."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from envbox.core import yamlstrict
+from envbox.core.errors import CatalogError
+from envbox.core.names import NAME_RULE, is_valid_name
+
+CATALOG_KEYS = ("tool", "releases")
+RELEASE_KEYS = ("version", "source", "links", "post", "env", "description")
+# Bump when the way a recipe becomes a layer changes, so old layers are not reused.
+LAYER_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Release:
+    tool: str
+    version: str
+    source_json: str  # canonical JSON of the `source:` mapping (frozen, hashable)
+    links: tuple[tuple[str, str], ...] = ()  # layer path -> symlink target
+    post: str = "[]"  # canonical JSON of the `post:` list
+    env: tuple[tuple[str, str], ...] = ()
+    description: str = ""
+    origin: str = ""  # file:line it was read from
+
+    @property
+    def source(self) -> dict:
+        return json.loads(self.source_json)
+
+    @property
+    def kind(self) -> str:
+        return self.source["kind"]
+
+    @property
+    def post_steps(self) -> list:
+        return json.loads(self.post)
+
+    def recipe(self) -> dict:
+        """Everything that determines the layer's bytes (its identity before it is built)."""
+        return {
+            "format": LAYER_FORMAT,
+            "tool": self.tool,
+            "version": self.version,
+            "source": self.source,
+            "links": dict(self.links),
+            "post": self.post_steps,
+        }
+
+    def recipe_key(self) -> str:
+        import hashlib
+
+        text = json.dumps(self.recipe(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def label(self) -> str:
+        return f"{self.tool} {self.version} ({self.kind} {source_summary(self.source)})".replace(" )", ")")
+
+
+def source_summary(src: dict) -> str:
+    """One short line saying where a release comes from. Pure."""
+    if src.get("packages") and src["kind"] == "npm":
+        return " + ".join(f"{p.get('package')}@{p.get('version')}" for p in src["packages"])
+    if src["kind"] == "npm":
+        return f"{src.get('package')}@{src.get('version')}"
+    if src["kind"] == "deb":
+        return f"{src.get('suite')}: {' '.join(src.get('packages', []))}"
+    return str(src.get("requirement") or src.get("url") or "")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    releases: tuple[Release, ...]
+    files: tuple[Path, ...]  # every file read (the launch-plan cache watches them)
+
+    def tools(self) -> list[str]:
+        return sorted({r.tool for r in self.releases})
+
+    def of(self, tool: str) -> list[Release]:
+        return sorted((r for r in self.releases if r.tool == tool), key=lambda r: _version_key(r.version))
+
+
+def builtin_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "releases"
+
+
+def catalog_files(dirs: tuple[Path, ...]) -> list[Path]:
+    files = []
+    for directory in dirs:
+        try:
+            files += sorted(p for p in directory.iterdir() if p.suffix == ".yaml" and not p.name.startswith("."))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+    return files
+
+
+def load_catalog(dirs: tuple[Path, ...]) -> Catalog:
+    """Read catalogs, lowest precedence first; a later (tool, version) replaces an earlier one."""
+    from envbox.sources import kinds
+
+    source_kinds = kinds()
+    chosen: dict[tuple[str, str], Release] = {}
+    files = []
+    for directory in dirs:
+        in_scope: dict[tuple[str, str], Release] = {}
+        scope_files = catalog_files((directory,))
+        for path in scope_files:
+            for release in _read_file(path, source_kinds):
+                key = (release.tool, release.version)
+                if key in in_scope:
+                    # Within one directory there is no precedence to decide which one is meant.
+                    raise CatalogError(
+                        f"{release.origin}: {release.tool} {release.version} is defined twice in one catalog directory (also at {in_scope[key].origin})",
+                        "remove one of them; a catalog in a later directory may override an earlier one",
+                    )
+                in_scope[key] = release
+        chosen.update(in_scope)
+        files += scope_files
+    return Catalog(tuple(chosen.values()), tuple(files))
+
+
+def _read_file(path: Path, source_kinds: Mapping[str, Any]) -> list[Release]:
+    try:
+        data = yamlstrict.load(path).data
+    except yamlstrict.YamlError as exc:
+        raise CatalogError(f"{path}:{exc.line or 1}: {exc.message}") from None
+
+    def fail(line: int, message: str) -> CatalogError:
+        return CatalogError(f"{path}:{line}: {message}", "fix the catalog file; see 'The catalog' in the README")
+
+    if not isinstance(data, dict):
+        raise fail(1, "a catalog file must be a mapping with `tool:` and `releases:`")
+    for key in data:
+        if key not in CATALOG_KEYS:
+            raise fail(data.key_lines[key], f"unknown key {key!r} (valid: tool, releases)")
+    tool = data.get("tool")
+    if not is_valid_name(tool):
+        raise fail(data.line, f"bad tool name {tool!r}: names use {NAME_RULE}")
+    releases = data.get("releases")
+    if not isinstance(releases, list):
+        raise fail(data.line, "releases must be a list")
+    return [_read_release(tool, item, fail, source_kinds, path) for item in releases]
+
+
+def _read_release(tool: str, item: Any, fail, source_kinds: Mapping[str, Any], path: Path) -> Release:
+    line = getattr(item, "line", 1)
+    if not isinstance(item, dict):
+        raise fail(line, "each release must be a mapping")
+    for key in item:
+        if key not in RELEASE_KEYS:
+            raise fail(item.key_lines[key], f"unknown key {key!r} in a release (valid: {', '.join(RELEASE_KEYS)})")
+    version = item.get("version")
+    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+        raise fail(line, f"release version must be a quoted string like \"2.7.18\", not {version!r}")
+    source = item.get("source")
+    if not isinstance(source, dict) or source.get("kind") not in source_kinds:
+        raise fail(line, f"source.kind must be one of: {', '.join(sorted(source_kinds))}")
+    try:
+        source_kinds[source["kind"]].check(source)
+    except ValueError as exc:
+        raise fail(item.key_lines.get("source", line), f"{tool} {version}: {exc}") from None
+    links = _str_map(item.get("links") or {}, fail, item.key_lines.get("links", line), "links")
+    for link, _ in links:
+        _check_layer_path(link, fail, item.key_lines.get("links", line))
+    env = _str_map(item.get("env") or {}, fail, item.key_lines.get("env", line), "env")
+    post = item.get("post") or []
+    from envbox.store.postbuild import check_steps
+
+    try:
+        check_steps(post)
+    except ValueError as exc:
+        raise fail(item.key_lines.get("post", line), f"{tool} {version}: {exc}") from None
+    return Release(
+        tool=tool,
+        version=version,
+        source_json=json.dumps(source, sort_keys=True),
+        links=links,
+        post=json.dumps(post, sort_keys=True),
+        env=env,
+        description=str(item.get("description") or ""),
+        origin=f"{path}:{line}",
+    )
+
+
+_VERSION_RE = re.compile(r"[0-9]+(\.[0-9]+)*([a-z0-9.+-]*)")
+
+
+def _str_map(value: Any, fail, line: int, what: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise fail(line, f"{what} must map strings to strings")
+    return tuple(sorted(value.items()))
+
+
+def _check_layer_path(rel: str, fail, line: int) -> None:
+    parts = rel.split("/")
+    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or parts[0] not in ("usr", "etc", "opt"):
+        raise fail(line, f"link path {rel!r} must be a relative path under usr/, etc/ or opt/")
+
+
+# ---- constraints ----------------------------------------------------------------------------
+
+
+def _version_key(version: str):
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return (0, Version(version))
+    except InvalidVersion:
+        return (-1, version)
+
+
+def matches(constraint: str, version: str) -> bool:
+    """"2.7" means 2.7.*, "3" means 3.*, "latest" anything, else a PEP 440 specifier set. Pure."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    constraint = constraint.strip()
+    if constraint == "latest":
+        return True
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)*", constraint):
+        want = constraint.split(".")
+        return version.split(".")[: len(want)] == want
+    try:
+        return Version(version) in SpecifierSet(constraint)
+    except InvalidSpecifier:
+        raise CatalogError(
+            f"bad version constraint {constraint!r}",
+            'use "2.7", "3", ">=3.10,<3.13", "==3.13.5" or "latest"',
+        ) from None
+    except InvalidVersion:
+        return False
+
+
+def pick(catalog: Catalog, tool: str, constraint: str) -> Release:
+    """The highest release of `tool` matching `constraint`. Pure."""
+    candidates = catalog.of(tool)
+    if not candidates:
+        known = ", ".join(catalog.tools()) or "none"
+        raise CatalogError(f"no tool named {tool!r} in the catalog (known: {known})", "run 'envbox catalog' to list tools and releases")
+    found = [r for r in candidates if matches(constraint, r.version)]
+    if not found:
+        available = ", ".join(r.version for r in candidates)
+        raise CatalogError(
+            f"no release of {tool} matches {constraint!r} (available: {available})",
+            f"run 'envbox catalog {tool}' to see where releases come from",
+        )
+    return found[-1]

@@ -1,0 +1,388 @@
+"""Profile YAML -> a validated, frozen Profile. Reads one file; everything else is pure."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from envbox.core import yamlstrict
+from envbox.core.errors import ProfileError
+from envbox.cgroups.control import Limits
+from envbox.core.names import NAME_RULE, describe_bad_name, is_valid_name
+
+PROFILE_KEYS = ("name", "description", "command", "tools", "env", "limits", "desktop", "extends", "prefer")
+LIMIT_KEYS = ("memory", "memory_swap", "cpu", "pids", "allow_unenforced")
+DESKTOP_KEYS = ("name", "icon", "comment", "categories", "mime_types", "from", "terminal", "generic_name")
+SOURCE_KEYS = ("host", "dir")
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """One entry of `tools:`: a catalog constraint or an inline source."""
+
+    tool: str
+    constraint: str | None = None  # "2.7", ">=3.10,<3.13", "latest"
+    host: str | None = None  # {host: /usr/bin/python3.11}
+    dir: str | None = None  # {dir: /opt/node-v18}
+    line: int = 0
+
+    def describe(self) -> str:
+        if self.host:
+            return f"host:{self.host}"
+        if self.dir:
+            return f"dir:{self.dir}"
+        return str(self.constraint)
+
+
+@dataclass(frozen=True)
+class Desktop:
+    name: str | None = None
+    icon: str | None = None
+    comment: str | None = None
+    generic_name: str | None = None
+    categories: tuple[str, ...] = ()
+    mime_types: tuple[str, ...] = ()
+    source: str | None = None  # `from:` an existing .desktop entry to wrap
+    terminal: bool = False
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    path: Path
+    scope: str  # bundled | system | user | project
+    sha256: str  # of the exact bytes parsed
+    description: str = ""
+    command: tuple[str, ...] = ()
+    tools: tuple[ToolSpec, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    allow_unenforced: bool = False  # run (with a warning) when a limit cannot be enforced
+    desktop: Desktop | None = None
+    extends: str | None = None
+    prefer: tuple[tuple[str, str], ...] = ()  # path -> tool that wins a conflict
+    lines: tuple[tuple[str, int], ...] = ()  # top-level key -> line, for messages
+    origins: tuple[tuple[str, tuple], ...] = ()  # (file, stat signature before reading) of every file merged in
+    field_origins: tuple[tuple[str, str], ...] = ()  # "tools.python" -> "file:line" it came from
+
+
+def load_profile(path: Path, scope: str) -> Profile:
+    """Read and validate one profile file. Raises ProfileError naming file:line."""
+    try:
+        doc = yamlstrict.load(path)
+    except yamlstrict.YamlError as exc:
+        where = f"{path}:{exc.line}" if exc.line else str(path)
+        raise ProfileError(f"{where}: {exc.message}", "fix the file; see 'Profile format' in the README") from None
+    profile = profile_from_data(doc.data, path=path, scope=scope, sha256=doc.sha256)
+    return replace(profile, origins=((str(path), tuple(doc.signature)),))
+
+
+def load_project_profile(path: Path, data: bytes, sha256: str, signature: tuple) -> tuple[Profile, list[str]]:
+    """Parse a project file's exact bytes (already trust-checked). Returns (profile, warnings).
+
+    Settings that change security are ignored in project files: a cloned repository must not be
+    able to switch off the limits a user relies on.
+    """
+    try:
+        parsed = yamlstrict.parse(data)
+    except yamlstrict.YamlError as exc:
+        where = f"{path}:{exc.line}" if exc.line else str(path)
+        raise ProfileError(f"{where}: {exc.message}", "fix the file; see 'Profile format' in the README") from None
+    profile = profile_from_data(parsed, path=path, scope="project", sha256=sha256)
+    profile = replace(profile, origins=((str(path), tuple(signature)),))
+    warnings = []
+    if profile.allow_unenforced:
+        warnings.append(f"{path}: limits.allow_unenforced is ignored in project files (it would let a project turn its limits off)")
+        profile = replace(profile, allow_unenforced=False)
+    return profile, warnings
+
+
+def merge(base: Profile, child: Profile) -> Profile:
+    """child `extends:` base. Pure. Rules (README "extends"): the child's command, description
+    and desktop replace the base's when given; tools, env and prefer are merged key by key with
+    the child winning; limits are merged per limit; allow_unenforced comes from the child only."""
+    def merged(a: tuple, b: tuple) -> tuple:
+        out = dict(a)
+        out.update(b)
+        return tuple(out.items())
+
+    base_tools = {t.tool: t for t in base.tools}
+    base_tools.update({t.tool: t for t in child.tools})
+    limits = Limits(**{
+        k: getattr(child.limits, k) if getattr(child.limits, k) is not None else getattr(base.limits, k)
+        for k in ("memory", "memory_swap", "cpu", "pids")
+    })
+    return replace(
+        child,
+        description=child.description or base.description,
+        command=child.command or base.command,
+        tools=tuple(base_tools.values()),
+        env=merged(base.env, child.env),
+        limits=limits,
+        desktop=child.desktop or base.desktop,
+        prefer=merged(base.prefer, child.prefer),
+        extends=None,
+        origins=child.origins + base.origins,
+        field_origins=tuple({**dict(base.field_origins), **dict(child.field_origins)}.items()),
+    )
+
+
+def profile_from_data(data: Any, *, path: Path, scope: str, sha256: str) -> Profile:
+    """Validate parsed YAML into a Profile. Pure."""
+    v = _Validator(path)
+    if data is None:
+        raise v.error(1, "the file is empty", "a profile needs at least `command:` and usually `tools:`")
+    if not isinstance(data, dict):
+        raise v.error(getattr(data, "line", 1), "a profile must be a mapping of keys to values")
+    v.check_keys(data, PROFILE_KEYS, "profile")
+    if scope == "project":
+        from envbox.config.project import default_name as project_name
+
+        default_name = project_name(str(path))
+    else:
+        default_name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    name = data.get("name", default_name)
+    if not is_valid_name(name):
+        raise v.error(
+            v.line(data, "name"),
+            f"bad profile name {describe_bad_name(name)}",
+            f"names use {NAME_RULE}",
+        )
+    return Profile(
+        name=name,
+        path=path,
+        scope=scope,
+        sha256=sha256,
+        description=v.string(data, "description", default=""),
+        command=v.argv(data, "command"),
+        tools=v.tools(data),
+        env=v.env(data),
+        limits=v.limits(data),
+        allow_unenforced=v.allow_unenforced(data),
+        desktop=v.desktop(data),
+        extends=v.optional_name(data, "extends"),
+        prefer=v.prefer(data),
+        lines=tuple((k, v.line(data, k)) for k in data),
+        field_origins=_field_origins(data, path),
+    )
+
+
+def _field_origins(data: dict, path: Path) -> tuple[tuple[str, str], ...]:
+    """Where each field was written: top-level keys, and each entry of tools/env/limits."""
+    out = []
+    lines = getattr(data, "key_lines", {})
+    for key in data:
+        value = data[key]
+        if key in ("tools", "env", "limits") and isinstance(value, dict):
+            sub = getattr(value, "key_lines", {})
+            out += [(f"{key}.{k}", f"{path}:{sub.get(k, lines.get(key, 0))}") for k in value]
+        else:
+            out.append((key, f"{path}:{lines.get(key, 0)}"))
+    return tuple(out)
+
+
+class _Validator:
+    """Field checks that turn bad values into one-line errors with file:line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def error(self, line: int | None, message: str, hint: str | None = None) -> ProfileError:
+        where = f"{self.path}:{line}" if line else str(self.path)
+        return ProfileError(f"{where}: {message}", hint)
+
+    @staticmethod
+    def line(mapping: Any, key: str) -> int:
+        lines = getattr(mapping, "key_lines", None) or {}
+        return lines.get(key, getattr(mapping, "line", 0))
+
+    def check_keys(self, mapping: dict, allowed: tuple[str, ...], what: str) -> None:
+        for key in mapping:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(allowed)}"
+                raise self.error(self.line(mapping, key), f"unknown key {key!r} in {what}", hint)
+
+    def string(self, mapping: dict, key: str, *, default: str | None = None, where: str = "") -> str | None:
+        if key not in mapping or mapping[key] is None and default is not None:
+            return default
+        value = mapping[key]
+        if not isinstance(value, str):
+            raise self.error(self.line(mapping, key), f"{where}{key} must be a string, not {_kind(value)}")
+        return value
+
+    def optional_name(self, mapping: dict, key: str) -> str | None:
+        value = self.string(mapping, key)
+        if value is not None and not is_valid_name(value):
+            raise self.error(self.line(mapping, key), f"bad profile name {describe_bad_name(value)} in {key}", f"names use {NAME_RULE}")
+        return value
+
+    def argv(self, mapping: dict, key: str) -> tuple[str, ...]:
+        if key not in mapping:
+            return ()
+        value = mapping[key]
+        line = self.line(mapping, key)
+        if isinstance(value, str):
+            raise self.error(line, f"{key} must be a list of arguments, not a string", f'write it as {key}: [{", ".join(value.split()) or "..."}]')
+        if not isinstance(value, list) or not value:
+            raise self.error(line, f"{key} must be a non-empty list of strings")
+        for item in value:
+            if not isinstance(item, str) or not item or "\x00" in item:
+                hint = "quote it, e.g. \"true\" or \"3\"" if isinstance(item, (bool, int, float)) else None
+                raise self.error(line, f"{key} items must be non-empty strings, found {_kind(item)}", hint)
+        return tuple(value)
+
+    def tools(self, data: dict) -> tuple[ToolSpec, ...]:
+        tools = data.get("tools")
+        if tools is None:
+            return ()
+        if not isinstance(tools, dict):
+            raise self.error(self.line(data, "tools"), f"tools must be a mapping of tool names to versions, not {_kind(tools)}")
+        return tuple(self.tool(tools, name) for name in tools)
+
+    def tool(self, tools: dict, name: str) -> ToolSpec:
+        line = self.line(tools, name)
+        if not is_valid_name(name):
+            raise self.error(line, f"bad tool name {describe_bad_name(name)}", f"names use {NAME_RULE}")
+        value = tools[name]
+        if isinstance(value, float):
+            raw = tools.raw.get(name, str(value)) if hasattr(tools, "raw") else str(value)
+            raise self.error(line, f"version {raw} of {name} is read by YAML as the number {value!r}", f'quote it: {name}: "{raw}"')
+        if isinstance(value, int) and not isinstance(value, bool):
+            raw = tools.raw.get(name, str(value)) if hasattr(tools, "raw") else str(value)
+            raise self.error(line, f"version {raw} of {name} must be a string", f'quote it: {name}: "{raw}"')
+        if isinstance(value, str):
+            if not value.strip():
+                raise self.error(line, f"empty version for {name}", 'use a version such as "2.7" or "latest"')
+            return ToolSpec(tool=name, constraint=value.strip(), line=line)
+        if isinstance(value, dict):
+            self.check_keys(value, SOURCE_KEYS, f"tools.{name}")
+            if len(value) != 1:
+                raise self.error(line, f"tools.{name} needs exactly one of: host, dir")
+            kind = next(iter(value))
+            target = value[kind]
+            if not isinstance(target, str) or not target.startswith("/"):
+                raise self.error(self.line(value, kind), f"tools.{name}.{kind} must be an absolute path")
+            return ToolSpec(tool=name, line=line, **{kind: target})
+        raise self.error(line, f"tools.{name} must be a version string or a mapping, not {_kind(value)}")
+
+    def env(self, data: dict) -> tuple[tuple[str, str], ...]:
+        env = data.get("env")
+        if env is None:
+            return ()
+        if not isinstance(env, dict):
+            raise self.error(self.line(data, "env"), f"env must be a mapping of NAME: value, not {_kind(env)}", "write env: {NAME: value}")
+        out = []
+        for key, value in env.items():
+            line = self.line(env, key)
+            if not key or "=" in key or "\x00" in key or not key.replace("_", "a").isalnum() or key[0].isdigit():
+                raise self.error(line, f"bad environment variable name {key!r}")
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise self.error(line, f"env.{key} must be a string, not {_kind(value)}", f'quote it: {key}: "..."')
+            out.append((key, str(value)))
+        return tuple(out)
+
+    def limits(self, data: dict) -> Limits:
+        from envbox.cgroups.control import parse_size
+
+        limits = data.get("limits")
+        if limits is None:
+            return Limits()
+        if not isinstance(limits, dict):
+            raise self.error(self.line(data, "limits"), f"limits must be a mapping, not {_kind(limits)}")
+        self.check_keys(limits, LIMIT_KEYS, "limits")
+        values: dict[str, Any] = {}
+        for key in ("memory", "memory_swap"):
+            if limits.get(key) is not None:
+                try:
+                    values[key] = parse_size(limits[key])
+                except ValueError as exc:
+                    raise self.error(self.line(limits, key), f"limits.{key}: {exc}", "use bytes or a K, M, G, T suffix, e.g. 2G") from None
+        if limits.get("cpu") is not None:
+            try:
+                values["cpu"] = parse_cpu(limits["cpu"])
+            except ValueError as exc:
+                raise self.error(self.line(limits, "cpu"), f"limits.cpu: {exc}", "use a number of cores, e.g. 1.5") from None
+        if limits.get("pids") is not None:
+            pids = limits["pids"]
+            if isinstance(pids, bool) or not isinstance(pids, int) or not 1 <= pids <= 4194304:
+                raise self.error(self.line(limits, "pids"), f"limits.pids must be a whole number from 1 to 4194304, not {pids!r}")
+            values["pids"] = pids
+        return Limits(**values)
+
+    def allow_unenforced(self, data: dict) -> bool:
+        limits = data.get("limits")
+        allow = limits.get("allow_unenforced", False) if isinstance(limits, dict) else False
+        if not isinstance(allow, bool):
+            raise self.error(self.line(limits, "allow_unenforced"), "limits.allow_unenforced must be true or false")
+        return allow
+
+    def desktop(self, data: dict) -> Desktop | None:
+        desk = data.get("desktop")
+        if desk is None:
+            return None
+        if not isinstance(desk, dict):
+            raise self.error(self.line(data, "desktop"), f"desktop must be a mapping, not {_kind(desk)}")
+        self.check_keys(desk, DESKTOP_KEYS, "desktop")
+        lists = {}
+        for key in ("categories", "mime_types"):
+            value = desk.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(x, str) and x for x in value):
+                raise self.error(self.line(desk, key), f"desktop.{key} must be a list of strings")
+            lists[key] = tuple(value)
+        terminal = desk.get("terminal", False)
+        if not isinstance(terminal, bool):
+            raise self.error(self.line(desk, "terminal"), "desktop.terminal must be true or false")
+        source = self.string(desk, "from", where="desktop.")
+        if source is not None and not source.startswith("/"):
+            raise self.error(self.line(desk, "from"), "desktop.from must be an absolute path to a .desktop file")
+        return Desktop(
+            name=self.string(desk, "name", where="desktop."),
+            icon=self.string(desk, "icon", where="desktop."),
+            comment=self.string(desk, "comment", where="desktop."),
+            generic_name=self.string(desk, "generic_name", where="desktop."),
+            categories=lists["categories"],
+            mime_types=lists["mime_types"],
+            source=source,
+            terminal=terminal,
+        )
+
+    def prefer(self, data: dict) -> tuple[tuple[str, str], ...]:
+        prefer = data.get("prefer")
+        if prefer is None:
+            return ()
+        if not isinstance(prefer, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prefer.items()):
+            raise self.error(self.line(data, "prefer"), "prefer must map paths to tool names, e.g. prefer: {/usr/bin/npm: node}")
+        return tuple(prefer.items())
+
+
+def parse_cpu(value: Any) -> float:
+    """Cores as a number: 1.5, "0.5", 2. Pure."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a number of cores, not {_kind(value)}")
+    try:
+        cores = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number of cores, not {value!r}") from None
+    if not math.isfinite(cores) or not 0.01 <= cores <= 4096:
+        raise ValueError(f"{value!r} is out of range (0.01 to 4096 cores)")
+    return cores
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}" if not (isinstance(value, float) and math.isinf(value)) else "an infinite number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__

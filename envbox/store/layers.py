@@ -1,0 +1,414 @@
+"""The content-addressed layer store: atomic builds under a lock, lookup, verify, gc."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from envbox.store import treedigest
+from envbox.fsio import write_atomic
+from envbox.core.errors import BuildError, EnvboxError
+
+LOCK_TIMEOUT = 600.0  # seconds a builder waits for another builder of the same layer (ENVBOX_LOCK_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    digest: str
+    path: Path  # the layer root: usr/..., etc/...
+    recipe_key: str
+    label: str  # "python 2.7.18 (deb bullseye)"
+    tool: str
+    version: str
+    size: int
+    files: int
+    artifacts: tuple[dict, ...] = ()
+    built_at: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "digest": self.digest,
+            "path": str(self.path),
+            "recipe_key": self.recipe_key,
+            "label": self.label,
+            "tool": self.tool,
+            "version": self.version,
+            "size": self.size,
+            "files": self.files,
+            "artifacts": list(self.artifacts),
+            "built_at": self.built_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, store: "Store") -> "LayerInfo":
+        digest = data["digest"]
+        if not _is_digest(digest):
+            raise ValueError(f"bad digest {digest!r}")
+        return cls(
+            digest=digest,
+            path=store.layer_dir(digest),
+            recipe_key=data["recipe_key"],
+            label=data.get("label", ""),
+            tool=data.get("tool", ""),
+            version=data.get("version", ""),
+            size=int(data.get("size", 0)),
+            files=int(data.get("files", 0)),
+            artifacts=tuple(data.get("artifacts", ())),
+            built_at=float(data.get("built_at", 0.0)),
+        )
+
+
+def _is_digest(text: object) -> bool:
+    return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What to build: a key that names it before it exists, and a function that fills a root."""
+
+    key: str
+    label: str
+    tool: str
+    version: str
+    links: tuple[tuple[str, str], ...]
+    fill: Callable[[Path, Path], tuple]  # (root, work) -> artifacts; may be a no-op
+
+
+class Store:
+    """store/layers/<digest>/ (immutable roots), store/index/<recipe>.json, store/tmp, store/locks."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def layer_dir(self, digest: str) -> Path:
+        return self.root / "layers" / digest
+
+    def _index_file(self, key: str) -> Path:
+        return self.root / "index" / f"{key}.json"
+
+    def lookup(self, key: str) -> LayerInfo | None:
+        try:
+            data = json.loads(self._index_file(key).read_text())
+            info = LayerInfo.from_json(data, self)
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+        return info if info.path.is_dir() else None
+
+    def ensure(self, recipe: Recipe, *, progress: Callable[[str], None] = lambda m: None) -> LayerInfo:
+        """The layer for recipe, building it once (other builders wait on the lock, then reuse)."""
+        found = self.lookup(recipe.key)
+        if found:
+            return found
+        for sub in ("layers", "index", "tmp", "locks"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        with _Lock(self.root / "locks" / f"{recipe.key}.lock", what=recipe.label):
+            found = self.lookup(recipe.key)
+            if found:
+                return found
+            self.clean_tmp()
+            return self._build(recipe, progress)
+
+    def _build(self, recipe: Recipe, progress: Callable[[str], None]) -> LayerInfo:
+        tmp = self.root / "tmp" / f"{recipe.key[:16]}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        root, work = tmp / "root", tmp / "work"
+        root.mkdir(parents=True)
+        work.mkdir()
+        try:
+            progress(f"building {recipe.label}")
+            crash_point("build")
+            artifacts = recipe.fill(root, work)
+            _make_links(root, recipe.links)
+            crash_point("extract")
+            _freeze(root)
+            manifest = treedigest.scan(root, sanitise=True)
+            digest = manifest.digest()
+            final = self.layer_dir(digest)
+            crash_point("rename")
+            try:
+                os.rename(root, final)
+                # Only now: moving a directory to a new parent needs write access to it.
+                os.chmod(final, 0o555)
+            except OSError as exc:
+                # Another recipe produced identical bytes: the existing layer is the same.
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+            info = LayerInfo(
+                digest=digest,
+                path=final,
+                recipe_key=recipe.key,
+                label=recipe.label,
+                tool=recipe.tool,
+                version=recipe.version,
+                size=manifest.size(),
+                files=len(manifest.entries),
+                artifacts=tuple(a.to_json() if hasattr(a, "to_json") else a for a in artifacts),
+                built_at=time.time(),
+            )
+            self._write_meta(digest, manifest)
+            crash_point("index")
+            _atomic_write(self._index_file(recipe.key), json.dumps(info.to_json(), indent=1))
+            self._log(f"built {digest} {recipe.key} {recipe.label}")
+            progress(f"built {recipe.label}: {info.size / 1e6:.1f} MB, {info.files} files")
+            return info
+        finally:
+            _thaw(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _log(self, line: str) -> None:
+        """One line per completed build, for users ('when was this built?') and tests."""
+        with open(self.root / "builds.log", "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid={os.getpid()} {line}\n")
+
+    def _write_meta(self, digest: str, manifest: treedigest.Manifest) -> None:
+        meta = self.root / "meta"
+        meta.mkdir(exist_ok=True)
+        _atomic_write(meta / f"{digest}.manifest", "".join(e.line() + "\n" for e in manifest.entries))
+
+    def manifest(self, digest: str) -> dict[str, str]:
+        """path -> content digest of the non-directory entries of a stored layer."""
+        out = {}
+        try:
+            text = (self.root / "meta" / f"{digest}.manifest").read_text("utf-8", "surrogateescape")
+        except FileNotFoundError:
+            return {e.path: e.digest for e in treedigest.scan(self.layer_dir(digest)).entries if e.kind != "d"}
+        for line in text.splitlines():
+            kind, _mode, _size, content, path = line.split(" ", 4)
+            if kind != "d":
+                out[path] = f"{kind}:{content}"
+        return out
+
+    def clean_tmp(self) -> None:
+        """Remove builds and gc leftovers of crashed processes (their pid is gone)."""
+        tmp = self.root / "tmp"
+        for entry in _listdir(tmp):
+            pid = entry.rsplit("-", 1)[-1]
+            if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+                _thaw(tmp / entry)
+                shutil.rmtree(tmp / entry, ignore_errors=True)
+
+    def index(self) -> list[LayerInfo]:
+        out = []
+        for name in _listdir(self.root / "index"):
+            if name.endswith(".json"):
+                info = self.lookup(name[:-5])
+                if info:
+                    out.append(info)
+        return out
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _make_links(root: Path, links: tuple[tuple[str, str], ...]) -> None:
+    for rel, target in links:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink() or path.exists():
+            if path.is_dir() and not path.is_symlink():
+                raise BuildError(f"link {rel} would replace a directory in the layer")
+            path.unlink()
+        os.symlink(target, path)
+
+
+def _freeze(root: Path) -> None:
+    """Drop write bits below root so a stored layer is not edited by accident."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                os.chmod(p, os.lstat(p).st_mode & 0o7555)
+        if dirpath != str(root):
+            os.chmod(dirpath, os.lstat(dirpath).st_mode & 0o7555)
+
+
+def _thaw(root: Path) -> None:
+    """Give back owner write bits on directories so a tree can be removed. Never follows a
+    symlink (os.walk does not descend into them; the root itself is checked)."""
+    if root.is_symlink() or not root.is_dir():
+        return
+    for dirpath, dirnames, _ in os.walk(root):
+        try:
+            st = os.lstat(dirpath)
+            if not os.path.islink(dirpath):
+                os.chmod(dirpath, (st.st_mode | 0o700) & 0o7777, follow_symlinks=False)
+        except (OSError, NotImplementedError):
+            continue
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    write_atomic(path, text.encode("utf-8", "surrogateescape"))
+
+
+def crash_point(step: str) -> None:
+    """Stop dead at a named step when ENVBOX_CRASH_AT names it (tests SIGKILL us there)."""
+    if os.environ.get("ENVBOX_CRASH_AT") == step:
+        os.kill(os.getpid(), 9)
+
+
+class _Lock:
+    """An exclusive flock on a file, with a timeout that names the holder."""
+
+    def __init__(self, path: Path, *, what: str, timeout: float | None = None):
+        if timeout is None:
+            try:
+                timeout = float(os.environ.get("ENVBOX_LOCK_TIMEOUT", LOCK_TIMEOUT))
+            except ValueError:
+                timeout = LOCK_TIMEOUT
+        self.path, self.what, self.timeout = path, what, timeout
+        self.fd = -1
+
+    def __enter__(self) -> "_Lock":
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        deadline = time.monotonic() + self.timeout
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                    os.close(self.fd)
+                    raise EnvboxError(
+                        f"timed out after {self.timeout:.0f} s waiting for another build of {self.what} (held by pid {holder})",
+                        "if that process is stuck, kill it; the lock is released when it exits",
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)  # closing drops the flock; a killed holder's lock goes with its fds
+
+
+# ---- maintenance: verify and gc --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    what: str  # a layer digest or an index file name
+    message: str
+
+
+def verify(store: Store) -> list[Problem]:
+    """Recompute every stored layer's digest; check every index entry. Reads everything."""
+    problems = []
+    layers = store.root / "layers"
+    for name in _listdir(layers):
+        path = layers / name
+        if not _is_digest(name):
+            problems.append(Problem(name, "not a layer (the name is not a sha256 digest)"))
+            continue
+        if path.is_symlink() or not path.is_dir():
+            problems.append(Problem(name, "is not a directory"))
+            continue
+        try:
+            actual = treedigest.scan(path).digest()
+        except (OSError, BuildError) as exc:
+            problems.append(Problem(name, f"cannot be read: {exc}"))
+            continue
+        if actual != name:
+            problems.append(Problem(name, f"content changed: its files now hash to {actual[:16]}…"))
+    for name in _listdir(store.root / "index"):
+        try:
+            data = json.loads((store.root / "index" / name).read_text())
+            info = LayerInfo.from_json(data, store)
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            problems.append(Problem(name, f"bad index entry: {exc}"))
+            continue
+        if not info.path.is_dir():
+            problems.append(Problem(name, f"index entry points at missing layer {info.digest[:16]}…"))
+    return problems
+
+
+def gc(store: Store, keep: set[str]) -> tuple[list[str], list[str]]:
+    """Remove layers whose digest is not in keep and that no running launch holds.
+
+    Returns (removed, kept_busy). Per layer: its index entries go first (a crash then leaves an
+    unindexed but whole layer, which the next gc removes), then the layer is renamed into tmp/
+    (it disappears at once, whole) and deleted; an interrupted delete is finished by the next
+    build's or gc's clean-up of tmp/.
+    """
+    removed, busy = [], []
+    layers = store.root / "layers"
+    (store.root / "tmp").mkdir(parents=True, exist_ok=True)
+    (store.root / "locks").mkdir(parents=True, exist_ok=True)
+    indexed = _index_digests(store)
+    for name in _listdir(layers):
+        if not _is_digest(name) or name in keep:
+            continue
+        lock = os.open(store.root / "locks" / f"use-{name}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                busy.append(name)
+                continue
+            for index_file in indexed.get(name, ()):
+                _unlink_quiet(index_file)
+            if (layers / name).is_symlink() or not (layers / name).is_dir():
+                _unlink_quiet(layers / name)  # not a layer envbox made: drop the entry itself only
+                continue
+            doomed = store.root / "tmp" / f"gc-{name[:16]}-{os.getpid()}"
+            # Moving a directory to another parent needs write access to it (its '..' entry
+            # changes); stored layers are read-only, and without root that is enforced.
+            os.chmod(layers / name, 0o755)
+            os.rename(layers / name, doomed)
+            crash_point("gc")
+            _thaw(doomed)
+            shutil.rmtree(doomed)
+            _unlink_quiet(store.root / "meta" / f"{name}.manifest")
+            _unlink_quiet(store.root / "locks" / f"use-{name}")
+            removed.append(name)
+        finally:
+            os.close(lock)
+    for digest, files in _index_digests(store).items():  # entries whose layer is gone
+        if digest not in keep and not (layers / digest).is_dir():
+            for index_file in files:
+                _unlink_quiet(index_file)
+    store.clean_tmp()
+    return removed, busy
+
+
+def _index_digests(store: Store) -> dict[str, list[Path]]:
+    """digest -> the index files naming it (entries that cannot be read map to '')."""
+    out: dict[str, list[Path]] = {}
+    for name in _listdir(store.root / "index"):
+        path = store.root / "index" / name
+        try:
+            digest = json.loads(path.read_text()).get("digest")
+        except (ValueError, OSError, AttributeError):
+            digest = ""
+        out.setdefault(digest if isinstance(digest, str) else "", []).append(path)
+    return out
+
+
+def _unlink_quiet(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
