@@ -268,9 +268,9 @@ def build_packages(home: Home) -> tuple[list, str]:
     """The closure envbox builds for python 2.7, from the same (warm) lists envbox just used."""
     from envbox.store.build import HELPER_ENV
     from envbox.core.catalog import builtin_dir, load_catalog, pick
-    from envbox.sources import BuildContext, deb
+    from envbox.sources import BuildContext, checks, deb
 
-    release = pick(load_catalog((builtin_dir(),)), "python", "2.7")
+    release = pick(load_catalog((builtin_dir(),), checks()), "python", "2.7")
     with tempfile.TemporaryDirectory() as tmp:
         ctx = BuildContext(root=Path(tmp), work=Path(tmp), downloads=home.dirs["cache"] / "envbox" / "downloads", helper_env=dict(HELPER_ENV))
         closure = deb.resolve(release.source, ctx, mirror=deb.DEBIAN, status=deb.HOST_STATUS, arch=deb.host_arch(HELPER_ENV))

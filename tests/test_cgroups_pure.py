@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from envbox.cgroups import control as cgroups
-from envbox.cgroups.control import Limits, choose_backend, format_size, parse_size, probe
+from envbox.cgroups.control import choose_backend, probe
+from envbox.core.limits import Limits, format_size, parse_size
 from envbox.cgroups.host import cgroup_dir, parse_mountinfo, parse_proc_cgroup
 from envbox.cgroups.backend import limit_files, systemd_properties
 from envbox.core.errors import LimitError

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from envbox.store import postbuild
+from envbox.sources import privatize
 from envbox.core.errors import BuildError
 from envbox.sources import BuildContext, deb
 
@@ -122,7 +123,7 @@ Architecture: all
 @pytest.fixture
 def world(tmp_path, monkeypatch):
     """A repository with hello (+ maintainer scripts), its dependencies, and a deb named -dashdep."""
-    from envbox.store import fetch
+    from envbox.sources import fetch
 
     monkeypatch.setenv(fetch.LOOPBACK_SWITCH, "1")  # envbox.fetch allows http to 127.0.0.1 only so
     debs = tmp_path / "debs"
@@ -454,7 +455,7 @@ def test_build_and_run_in_the_layer_as_root_and_rootless(world, env):
     import json
     import sys
 
-    from envbox.store import fetch
+    from envbox.sources import fetch
 
     shutil.copy(world["status"], env.base / "status")
     env.give(env.base)
@@ -492,12 +493,12 @@ def test_check_steps_rejects(steps, message):
 def test_elf_info_on_host_binaries():
     import sys
 
-    exe = postbuild.elf_info(Path(os.path.realpath(sys.executable)))
+    exe = privatize.elf_info(Path(os.path.realpath(sys.executable)))
     assert exe is not None and exe.interpreter.endswith(".so.2") and exe.needed >= 1
-    assert postbuild.elf_info(Path("/bin/sh")).interpreter
+    assert privatize.elf_info(Path("/bin/sh")).interpreter
     libc = next(Path(p) for p in ("/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/aarch64-linux-gnu/libc.so.6") if Path(p).exists())
-    assert postbuild.elf_info(libc.parent / "libm.so.6").interpreter == ""
-    assert postbuild.elf_info(Path(__file__)) is None
+    assert privatize.elf_info(libc.parent / "libm.so.6").interpreter == ""
+    assert privatize.elf_info(Path(__file__)) is None
 
 
 needs_overlay = pytest.mark.skipif(not shutil.which("unshare"), reason="needs util-linux unshare")
@@ -597,7 +598,7 @@ def test_private_python313_leaves_host_programs_alone(tmp_path, downloads):
     release = next(r for r in RELEASES if r["version"].startswith("3.13"))
     root = build_release(release, tmp_path, downloads)
     tag = release["source"]["private"]
-    interp = postbuild.elf_info(root / "usr/bin/python3.13")
+    interp = privatize.elf_info(root / "usr/bin/python3.13")
     assert interp.interpreter == f"/usr/lib/envbox/{tag}/ld-linux-x86-64.so.2"
     assert interp.rpath and not interp.runpath
     # Nothing of trixie's libc or OpenSSL is left where host programs look for libraries.

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from envbox.store import extract as extract_module
+from envbox.sources import extract as extract_module
 from envbox.core.errors import BuildError
-from envbox.store.extract import Limits, check_map, detect_format, extract, map_path, normalise, strip
+from envbox.sources.extract import Limits, check_map, detect_format, extract, map_path, normalise, strip
 
 TAR_FORMATS = ("tar", "tar.gz", "tar.xz", "tar.bz2", "tar.zst")
 FORMATS = (*TAR_FORMATS, "zip")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from envbox.store import fetch
+from envbox.sources import fetch
 from envbox.core.errors import BuildError
 
 BODY = os.urandom(3 << 20) + b"end"

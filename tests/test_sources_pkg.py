@@ -23,9 +23,9 @@ from conftest import need
 from test_fetch import Server
 
 from envbox.core import catalog
-from envbox.store import fetch
+from envbox.sources import fetch
 from envbox.core.errors import BuildError
-from envbox.sources import BuildContext, archive, npm, wheel
+from envbox.sources import BuildContext, archive, checks, npm, wheel
 from envbox.store.layers import Recipe, Store
 
 RELEASES = Path(catalog.__file__).resolve().parent / "releases"
@@ -294,7 +294,7 @@ def shipped(tmp_path_factory) -> list[catalog.Release]:
     where = tmp_path_factory.mktemp("catalog")
     for name in ("node.yaml", "cmake.yaml"):
         shutil.copy(RELEASES / name, where / name)
-    return list(catalog.load_catalog((where,)).releases)
+    return list(catalog.load_catalog((where,), checks()).releases)
 
 
 def test_shipped_catalogs_load(tmp_path_factory):

@@ -52,7 +52,7 @@ def test_empty_document_is_none():
 def test_sha256_hex_matches_hashlib():
     import hashlib
 
-    from envbox.core.yamlstrict import sha256_hex
+    from envbox.core.digests import sha256_hex
 
     for data in (b"", b"name: x\n", bytes(range(256)) * 100):
         assert sha256_hex(data) == hashlib.sha256(data).hexdigest()

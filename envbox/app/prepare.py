@@ -9,6 +9,7 @@ from typing import Callable
 
 from envbox.store.build import ensure_layers, find_layers, to_stored
 from envbox.core.catalog import Catalog, builtin_dir, load_catalog
+from envbox.sources import checks as source_checks
 from envbox.core.lockfile import Lock, lock_path, read_lock
 from envbox.config.paths import Paths
 from envbox.core.plan import Plan, build_plan
@@ -36,7 +37,7 @@ def catalog_loader(paths: Paths) -> Callable[[], Catalog]:
 
     def load() -> Catalog:
         if not cached:
-            cached.append(load_catalog(catalog_dirs(paths)))
+            cached.append(load_catalog(catalog_dirs(paths), source_checks()))
         return cached[0]
 
     return load
@@ -45,7 +46,7 @@ def catalog_loader(paths: Paths) -> Callable[[], Catalog]:
 def plan_inputs(paths: Paths, profile: Profile) -> list:
     """The files a plan for profile depends on, with their stat signatures now (fast path)."""
     from envbox.core.catalog import catalog_files
-    from envbox.runtime.plancache import signature
+    from envbox.core.digests import signature
     from envbox.config.scopes import scope_dirs
 
     from envbox.desktop.files import user_place
@@ -165,11 +166,12 @@ def _check_conflicts(profile: Profile, resolution: Resolution, infos: dict, stor
 
 def remember_project(paths: Paths, profile: Profile) -> None:
     """Note a project file that launched, so `envbox gc` keeps the layers it uses."""
-    import hashlib
     import json
 
+    from envbox.core.digests import path_key
+
     directory = paths.state_dir / "projects"
-    record = directory / (hashlib.sha256(os.fsencode(str(profile.path))).hexdigest() + ".json")
+    record = directory / (path_key(profile.path) + ".json")
     if record.exists():
         return
     try:

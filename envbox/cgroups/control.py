@@ -1,34 +1,32 @@
 """Per-launch cgroups: limits -> a cgroup (cgroup2, systemd scope, cgroup1); OOM report; cleanup.
 
-Stdlib only and cheap to import: the launch path uses it. Split by job:
-cgroups_host (probe the host), cgroups_limits (pure: sizes, backend choice, files to write),
-cgroups_fs (symlink-safe file operations), this module (the cgroups of one launch).
+Stdlib only and cheap to import: the launch path uses it. Split by job: host (probe the host),
+backend (pure: backend choice, files to write), fs (symlink-safe file operations), this module
+(the cgroups of one launch); the limits themselves are core values (envbox.core.limits).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from envbox.core.frozen import frozen
 
 from envbox.cgroups import fs
-from envbox.cgroups.host import V1_CONTROLLERS, V2_CONTROLLERS, Hierarchy, HostCgroups, probe
 from envbox.cgroups.backend import (
     BackendChoice,
-    Limits,
     choose_backend,
-    format_size,
     limit_files,
-    parse_size,
     requested,
     systemd_properties,
 )
+from envbox.cgroups.host import V1_CONTROLLERS, V2_CONTROLLERS, Hierarchy, HostCgroups, probe
 from envbox.core.errors import LimitError
+from envbox.core.frozen import frozen
+from envbox.core.limits import Limits
 from envbox.core.names import NAME_RULE, describe_bad_name, is_valid_name
 
 __all__ = [
     "BackendChoice", "Cgroup", "Hierarchy", "HostCgroups", "Limits", "choose_backend", "cleanup_stale",
-    "create", "format_size", "list_running", "parse_size", "probe",
+    "create", "list_running", "probe",
 ]
 
 SUBTREE = "envbox"  # envbox's own directory in each hierarchy; launches are its children

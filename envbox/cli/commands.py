@@ -20,9 +20,10 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
 
 
 def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | None, frozen: bool, allow_unenforced: bool) -> int:
-    from envbox.runtime import plancache as fastpath
-    from envbox.runtime import supervisor as launch
+    from envbox.app import plancache_writer
     from envbox.app.prepare import plan_inputs, prepare
+    from envbox.runtime import supervisor as launch
+    from envbox.runtime.plancache import cache_key
 
     paths = envbox_paths()
     try:
@@ -37,9 +38,9 @@ def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | Non
         from envbox.app.prepare import remember_project
 
         remember_project(paths, profile)
-    entry = fastpath.make_entry(paths, plan.to_cache(), inputs + _layer_inputs(plan), os.environ)
+    entry = plancache_writer.make_entry(paths, plan.to_cache(), inputs + _layer_inputs(plan), os.environ)
     if not frozen and not _trust_record_vanished(paths, profile, inputs):
-        fastpath.write(paths, fastpath.cache_key(profile.name, str(profile.path) if profile.scope == "project" else None), entry)
+        plancache_writer.write(paths, cache_key(profile.name, str(profile.path) if profile.scope == "project" else None), entry)
     if command is None and not plan.argv:
         raise EnvboxError(f"profile {profile.name} has no command", f"add `command: [...]` to {profile.path}, or use 'envbox run --profile {profile.name} -- CMD'")
     entry["allow_unenforced"] = allow_unenforced
@@ -59,7 +60,7 @@ def _trust_record_vanished(paths, profile, inputs) -> bool:
 
 
 def _layer_inputs(plan) -> list:
-    from envbox.runtime.plancache import signature
+    from envbox.core.digests import signature
 
     return [(layer.root, signature(layer.root)) for layer in plan.layers if layer.root]
 
@@ -141,7 +142,7 @@ def plan(
 
     paths = envbox_paths()
     prepared = prepare(paths, load_target(paths, name), build=False)
-    from envbox.runtime.plancache import protected_dirs
+    from envbox.app.protect import protected_dirs
 
     readonly = tuple(protected_dirs(paths, create=False))
     data = prepared.plan.to_json(os.environ, os.getcwd(), launch_mod.launcher_argv(), readonly=readonly)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+from envbox.core.limits import format_size
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:g} {unit}" if unit == "B" else f"{n:.4g} {unit}"
-        n /= 1024
-    return str(n)
+
+def size_or_dash(n: int | None) -> str:
+    """A size for a table cell: one format everywhere (core.limits.format_size), '-' if unknown."""
+    return "-" if n is None else format_size(n)
 
 
 def render_plan(data: dict) -> str:
@@ -32,9 +29,9 @@ def render_plan(data: dict) -> str:
     limits = data["limits"]
     shown = []
     if limits["memory"] is not None:
-        shown.append(f"memory {_size(limits['memory'])}")
+        shown.append(f"memory {size_or_dash(limits['memory'])}")
     if limits["memory_swap"] is not None:
-        shown.append(f"memory_swap {_size(limits['memory_swap'])}")
+        shown.append(f"memory_swap {size_or_dash(limits['memory_swap'])}")
     if limits["cpu"] is not None:
         shown.append(f"cpu {limits['cpu']:g}")
     if limits["pids"] is not None:
@@ -98,5 +95,5 @@ def render_ps(rows: list[dict]) -> str:
         cpu = f"{r['cpu_seconds']:.2f}s" if r.get("cpu_seconds") is not None else "-"
         pids = str(r["pids"]) if r.get("pids") is not None else "-"
         cgroup = r["cgroups"][0] if r["cgroups"] else "-"
-        out.append(f"{r['profile']:<16} {r['pid']:>7} {up:>8} {r['backend']:<8} {_size(r.get('memory')):>10} {cpu:>8} {pids:>5}  {cgroup}")
+        out.append(f"{r['profile']:<16} {r['pid']:>7} {up:>8} {r['backend']:<8} {size_or_dash(r.get('memory')):>10} {cpu:>8} {pids:>5}  {cgroup}")
     return "\n".join(out)

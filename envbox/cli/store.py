@@ -74,12 +74,12 @@ def layers(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
-    from envbox.cli.render import _size
+    from envbox.cli.render import size_or_dash
 
     if not rows:
         print("no layers yet (launch or 'envbox build' a profile)")
     for r in rows:
-        print(f"{r['digest'][:16]}  {_size(r['size']):>10}  {r['label']:<48} {', '.join(r['profiles']) or '(unused)'}")
+        print(f"{r['digest'][:16]}  {size_or_dash(r['size']):>10}  {r['label']:<48} {', '.join(r['profiles']) or '(unused)'}")
     return 0
 
 

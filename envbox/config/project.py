@@ -65,11 +65,3 @@ def find(environ, cwd: str | None = None) -> str | None:
             return None
         directory = parent
         first = False
-
-
-def default_name(path: str) -> str:
-    """A profile name for a project file: its directory's name, made to fit the name pattern."""
-    base = os.path.basename(os.path.dirname(os.path.abspath(path))).lower()
-    out = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in base)
-    out = out.strip("-.").replace("..", ".")[:64].rstrip(".") or "project"
-    return out if out[0].isalnum() else f"p{out}"[:64]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from envbox.core.digests import path_key, sha256_hex, stat_signature
 from envbox.core.errors import TrustError
 from envbox.core.yamlstrict import MAX_BYTES
 
@@ -18,7 +18,7 @@ class ProjectFile:
     path: Path  # absolute
     data: bytes  # the exact bytes that are hashed, and then parsed
     sha256: str
-    signature: tuple  # fastpath.stat_signature of the open file
+    signature: tuple  # digests.stat_signature of the open file
 
 
 def read_project_file(path: Path, *, uid: int) -> ProjectFile:
@@ -46,14 +46,12 @@ def read_project_file(path: Path, *, uid: int) -> ProjectFile:
             chunks.append(chunk)
     finally:
         os.close(fd)
-    from envbox.runtime.plancache import stat_signature
-
     data = b"".join(chunks)
-    return ProjectFile(path, data, hashlib.sha256(data).hexdigest(), tuple(stat_signature(st)))
+    return ProjectFile(path, data, sha256_hex(data), tuple(stat_signature(st)))
 
 
 def record_path(trust_dir: Path, path: Path) -> Path:
-    return trust_dir / (hashlib.sha256(os.fsencode(str(path))).hexdigest() + ".json")
+    return trust_dir / (path_key(path) + ".json")
 
 
 def is_trusted(trust_dir: Path, pf: ProjectFile) -> bool:

@@ -99,11 +99,12 @@ def catalog_files(dirs: tuple[Path, ...]) -> list[Path]:
     return files
 
 
-def load_catalog(dirs: tuple[Path, ...]) -> Catalog:
-    """Read catalogs, lowest precedence first; a later (tool, version) replaces an earlier one."""
-    from envbox.sources import kinds
+def load_catalog(dirs: tuple[Path, ...], source_checks: Mapping[str, Any]) -> Catalog:
+    """Read catalogs, lowest precedence first; a later (tool, version) replaces an earlier one.
 
-    source_kinds = kinds()
+    source_checks maps each source kind to its pure spec check (envbox.sources.checks()): the
+    catalog knows which kinds exist only through it, so the core imports no source module."""
+    source_kinds = source_checks
     chosen: dict[tuple[str, str], Release] = {}
     files = []
     for directory in dirs:
@@ -161,7 +162,7 @@ def _read_release(tool: str, item: Any, fail, source_kinds: Mapping[str, Any], p
     if not isinstance(source, dict) or source.get("kind") not in source_kinds:
         raise fail(line, f"source.kind must be one of: {', '.join(sorted(source_kinds))}")
     try:
-        source_kinds[source["kind"]].check(source)
+        source_kinds[source["kind"]](source)
     except ValueError as exc:
         raise fail(item.key_lines.get("source", line), f"{tool} {version}: {exc}") from None
     links = _str_map(item.get("links") or {}, fail, item.key_lines.get("links", line), "links")
@@ -169,8 +170,6 @@ def _read_release(tool: str, item: Any, fail, source_kinds: Mapping[str, Any], p
         _check_layer_path(link, fail, item.key_lines.get("links", line))
     env = _str_map(item.get("env") or {}, fail, item.key_lines.get("env", line), "env")
     post = item.get("post") or []
-    from envbox.store.postbuild import check_steps
-
     try:
         check_steps(post)
     except ValueError as exc:
@@ -250,3 +249,23 @@ def pick(catalog: Catalog, tool: str, constraint: str) -> Release:
             f"run 'envbox catalog {tool}' to see where releases come from",
         )
     return found[-1]
+
+
+# ---- the steps named in a release's `post:` (run by envbox.store.postbuild) ------------------
+
+STEP_KINDS = ("pycompile",)
+PYTHON_NAME = r"python([23])\.([0-9]{1,2})"  # an interpreter a pycompile step names
+
+
+def check_steps(steps: Any) -> None:
+    """Validate a release's `post:` list (already parsed YAML); ValueError names the bad step. Pure."""
+    if not isinstance(steps, list):
+        raise ValueError("post must be a list of steps such as {pycompile: python3.13}")
+    for step in steps:
+        if not isinstance(step, dict) or len(step) != 1:
+            raise ValueError(f"each post step is a one-key mapping such as {{pycompile: python3.13}}, not {step!r}")
+        (kind, arg), = step.items()
+        if kind not in STEP_KINDS:
+            raise ValueError(f"unknown post step {kind!r} (known: {', '.join(STEP_KINDS)})")
+        if not isinstance(arg, str) or not re.fullmatch(PYTHON_NAME, arg):
+            raise ValueError(f"pycompile takes an interpreter name such as python3.13, not {arg!r}")

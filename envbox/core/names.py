@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 # A name starts with a lowercase letter or digit, then lowercase letters, digits, '.', '_'
 # or '-', at most 64 characters, and never ends in '.'. So it is never empty, '.', '..',
 # never has a '/', NUL, whitespace or control character, never starts with '-' (it cannot
@@ -29,3 +31,11 @@ def describe_bad_name(name: object) -> str:
     """A printable rendering of a rejected name (control characters escaped)."""
     text = repr(name) if isinstance(name, str) else repr(name)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def project_default_name(path: str) -> str:
+    """A profile name for a project file: its directory's name, made to fit the name pattern."""
+    base = os.path.basename(os.path.dirname(os.path.abspath(path))).lower()
+    out = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in base)
+    out = out.strip("-.").replace("..", ".")[:64].rstrip(".") or "project"
+    return out if out[0].isalnum() else f"p{out}"[:64]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
 from envbox.core import sandboxargs
-from envbox.cgroups.backend import Limits
+from envbox.core.limits import Limits
 from envbox.core.frozen import as_dict
 
 if TYPE_CHECKING:

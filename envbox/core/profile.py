@@ -10,8 +10,8 @@ from typing import Any
 
 from envbox.core import yamlstrict
 from envbox.core.errors import ProfileError
-from envbox.cgroups.control import Limits
-from envbox.core.names import NAME_RULE, describe_bad_name, is_valid_name
+from envbox.core.limits import Limits
+from envbox.core.names import NAME_RULE, describe_bad_name, is_valid_name, project_default_name
 
 PROFILE_KEYS = ("name", "description", "command", "tools", "env", "limits", "desktop", "extends", "prefer")
 LIMIT_KEYS = ("memory", "memory_swap", "cpu", "pids", "allow_unenforced")
@@ -139,9 +139,7 @@ def profile_from_data(data: Any, *, path: Path, scope: str, sha256: str) -> Prof
         raise v.error(getattr(data, "line", 1), "a profile must be a mapping of keys to values")
     v.check_keys(data, PROFILE_KEYS, "profile")
     if scope == "project":
-        from envbox.config.project import default_name as project_name
-
-        default_name = project_name(str(path))
+        default_name = project_default_name(str(path))
     else:
         default_name = path.name.removesuffix(".yaml").removesuffix(".yml")
     name = data.get("name", default_name)
@@ -286,7 +284,7 @@ class _Validator:
         return tuple(out)
 
     def limits(self, data: dict) -> Limits:
-        from envbox.cgroups.control import parse_size
+        from envbox.core.limits import parse_size
 
         limits = data.get("limits")
         if limits is None:

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from envbox.core.digests import sha256_hex, stat_signature
+
 MAX_BYTES = 1 << 20  # profiles and catalogs are small; a bigger file is a mistake or an attack
 
 # Only the tags that the safe resolver assigns implicitly (and their explicit `!!` forms).
@@ -51,7 +53,7 @@ class Document:
     data: Any
     sha256: str  # of the exact bytes that were parsed
     path: Path
-    signature: list  # fastpath.stat_signature of the file, taken before reading it
+    signature: list  # digests.stat_signature of the file, taken before reading it
 
 
 def read_bytes(path: Path, *, limit: int = MAX_BYTES) -> bytes:
@@ -177,20 +179,7 @@ def _scalar(node: yaml.ScalarNode) -> Any:
 
 def load(path: Path, *, limit: int = MAX_BYTES) -> Document:
     """Read and parse one file. Raises YamlError (without the file name: callers add it)."""
-    from envbox.runtime.plancache import stat_signature
-
     data, st = read_file(path, limit=limit)
     return Document(parse(data), sha256_hex(data), path, stat_signature(st))
 
 
-def sha256_hex(data: bytes) -> str:
-    """sha256 without `import hashlib`, which initialises OpenSSL (~12 ms here) on every
-    `envbox list` or `plan`; CPython's own implementation is plenty for a small file."""
-    try:
-        from _sha2 import sha256  # Python >= 3.12
-    except ImportError:
-        try:
-            from _sha256 import sha256  # Python 3.11
-        except ImportError:
-            from hashlib import sha256
-    return sha256(data).hexdigest()

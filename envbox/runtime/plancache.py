@@ -1,4 +1,4 @@
-"""The fast launch path: a cached Plan, valid while its inputs are unchanged. Stdlib only.
+"""The fast launch path reads a cached Plan, valid while its inputs are unchanged. Stdlib only.
 
 `envbox launch NAME` and `envbox run --profile NAME -- CMD` first look for
 <cache>/plans/<uid>-<NAME>.plan. The entry lists every input the plan was made from (profile,
@@ -6,7 +6,7 @@ lock, catalog files and directories, the would-be higher-scope profile paths, la
 directories, envbox's own code) with a stat signature, and the environment variables that
 choose envbox's directories. If all still match, the launch goes straight to the supervisor
 without importing typer, yaml or platformdirs; otherwise the full CLI runs and rewrites the
-entry.
+entry (envbox.app.plancache_writer; what is read-only inside is decided by envbox.app.protect).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import marshal
 import os
 import sys
+
+from envbox.core.digests import signature
 
 CACHE_VERSION = 1
 # Variables that change which files envbox reads or where it writes (paths.py).
@@ -39,10 +41,10 @@ def cache_key(name: str, project_file: str | None) -> str:
     """Named profiles by name; a project file by a hash of its absolute path."""
     if project_file is None:
         return name
-    import hashlib
+    from envbox.core.digests import path_key
 
     # '@' is not allowed in profile names: no named launch can ever reach a project's entry.
-    return "@project-" + hashlib.sha256(os.fsencode(project_file)).hexdigest()[:32]
+    return "@project-" + path_key(project_file)[:32]
 
 
 def entry_path(cache: str, name: str) -> str:
@@ -51,30 +53,6 @@ def entry_path(cache: str, name: str) -> str:
 
 def key_env(environ) -> dict:
     return {k: environ[k] for k in KEY_NAMES if k in environ}
-
-
-def stat_signature(st) -> list:
-    """What must not change for a cached plan to stay valid. ctime moves on every write,
-    chmod or chown, and cannot be set back by the file's owner (unlike mtime)."""
-    return [st.st_ctime_ns, st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode, st.st_uid]
-
-
-def signature(path: str):
-    try:
-        return stat_signature(os.stat(path))
-    except OSError:
-        return None
-
-
-def code_files() -> list[str]:
-    """Every module of the envbox package, subpackages included: an edit anywhere in envbox
-    invalidates the cached plans (a plan is only as current as the code that made it)."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    found = []
-    for top, dirs, files in os.walk(package):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
-        found.extend(os.path.join(top, n) for n in files if n.endswith(".py"))
-    return sorted(found)
 
 
 def parse_argv(argv: list[str]) -> tuple[str | None, list[str] | None, list[str]] | None:
@@ -120,52 +98,6 @@ def load(name: str, environ) -> dict | None:
     except (KeyError, TypeError, ValueError):
         return None
     return entry
-
-
-def make_entry(paths, plan_data: dict, inputs: list, environ) -> dict:
-    """A cache entry for a plan (Plan.to_cache()) made from the recorded inputs."""
-    return {
-        "version": CACHE_VERSION,
-        "uid": os.getuid(),
-        "env": key_env(environ),
-        "inputs": [[p, s] for p, s in inputs] + [[p, signature(p)] for p in code_files()],
-        "plan": plan_data,
-        "store_root": str(paths.store),
-        "runtime_dir": str(paths.runtime_dir),
-        "readonly": protected_dirs(paths),
-    }
-
-
-def protected_dirs(paths, *, create: bool = True) -> list:
-    """envbox's own state, read-only inside every launch: the app cannot change its policy
-    (profiles, trust records, store, cached plans) behind the user's back."""
-    for d in (paths.config_dir, paths.data_dir, paths.state_dir, paths.cache_dir):
-        if create:
-            os.makedirs(d, exist_ok=True)  # a directory created later by the app would not be protected
-    dirs = (paths.config_dir, paths.data_dir, paths.state_dir, paths.cache_dir, paths.system_dir)
-    # Real paths: a dotfiles-style symlink (~/.config/envbox -> ~/dotfiles/envbox) is protected
-    # at its target (a bind mount over the link itself would not hold).
-    return [os.path.realpath(d) for d in dirs] + desktop_entries(os.environ)
-
-
-def desktop_entries(environ) -> list:
-    """The launcher entries envbox wrote for this user: read-only too (an app could otherwise
-    point the menu entry of another app at something else)."""
-    from envbox.desktop.files import find_installed, user_place
-
-    return [str(item.path) for item in find_installed(user_place(environ))]
-
-
-def write(paths, name: str, entry: dict) -> None:
-    """Record an entry (the full CLI, after a successful prepare); best effort."""
-    from envbox.fsio import write_atomic
-
-    target = entry_path(str(paths.cache_dir), name)
-    try:
-        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-        write_atomic(target, marshal.dumps(entry), mode=0o600, fsync=False)
-    except OSError:
-        pass  # a cache is an optimisation; the slow path works without it
 
 
 def try_launch(argv: list[str], environ) -> int | None:

@@ -341,7 +341,7 @@ def _unlink(path: str) -> None:
 
 
 def _fmt_limit(limits: dict) -> str:
-    from envbox.cgroups.control import format_size
+    from envbox.core.limits import format_size
 
     return format_size(limits["memory"]) if limits.get("memory") else "?"
 

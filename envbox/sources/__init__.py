@@ -57,3 +57,8 @@ def kinds() -> dict:
 
     names = {"deb": "deb", "archive": "archive", "wheel": "wheel", "npm": "npm"}
     return {kind: importlib.import_module(f"envbox.sources.{mod}") for kind, mod in names.items()}
+
+
+def checks() -> dict:
+    """kind name -> its pure spec check, for the catalog loader."""
+    return {kind: module.check for kind, module in kinds().items()}

