@@ -262,13 +262,25 @@ def test_wrapped_entries_are_valid(tmp_path, launcher):
     _validate(tmp_path / "google-chrome.desktop", _wrapped(launcher=launcher))
 
 
-@pytest.mark.parametrize("path", sorted(Path("/usr/share/applications").glob("*.desktop")), ids=lambda p: p.name)
-def test_this_machines_entries_wrap_into_valid_entries(tmp_path, path):
+# Real entries as Debian ships them (copied from python3.11 and vim), kept with the tests: a test
+# must not depend on which desktop entries the machine happens to have.
+SAMPLES = Path(__file__).resolve().parent / "data"
+
+
+@pytest.mark.parametrize("path", sorted((SAMPLES / "desktop").glob("*.desktop")), ids=lambda p: p.name)
+def test_real_entries_wrap_into_valid_entries(tmp_path, path):
     text = path.read_text()
     out = wrap(text, profile="host", launcher=LAUNCHER, source=str(path), source_hash="0" * 64)
     _validate(tmp_path / path.name, out)
     main = parse_desktop(out).group(MAIN_GROUP)
     assert parse_exec(main.raw("Exec"))[5:] == parse_exec(parse_desktop(text).group(MAIN_GROUP).raw("Exec"))
+
+
+def test_an_entry_without_exec_is_refused_with_the_reason():
+    """Debian's qemu.desktop has no Exec (it only groups the emulators): nothing to wrap."""
+    path = SAMPLES / "desktop-noexec-qemu.desktop"
+    with pytest.raises(DesktopError, match="has no Exec key"):
+        wrap(path.read_text(), profile="host", launcher=LAUNCHER, source=str(path), source_hash="0" * 64)
 
 
 @pytest.mark.parametrize(
