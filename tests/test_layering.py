@@ -24,6 +24,7 @@ WARM_MODULES = {
     "envbox.runtime.supervisor",
     "envbox.runtime.sandbox",
     "envbox.core.sandboxargs",
+    "envbox.fsio",
 }
 HEAVY = {"hashlib", "json", "yaml", "typer", "rich", "platformdirs", "dataclasses", "pathlib"}
 
@@ -96,3 +97,13 @@ def test_a_cold_cli_import_graph_has_no_cycle():
     for name in sorted(graph):
         if name not in seen:
             visit(name, [])
+
+
+def test_exit_codes_have_one_meaning():
+    """The sandbox cannot import envbox (it runs alone under -SI), so it defines the codes the
+    launch path returns; the supervisor uses the sandbox's; the CLI's must be the same."""
+    from envbox.core import errors
+    from envbox.runtime import sandbox, supervisor
+
+    assert (sandbox.EXIT_ENVBOX, sandbox.EXIT_NOEXEC, sandbox.EXIT_NOTFOUND) == (errors.EXIT_ENVBOX, errors.EXIT_NOEXEC, errors.EXIT_NOTFOUND) == (125, 126, 127)
+    assert supervisor.EXIT_ENVBOX == errors.EXIT_ENVBOX

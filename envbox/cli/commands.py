@@ -229,21 +229,11 @@ app.add_typer(desktop_app, name="desktop")
 
 
 def _usage_errors() -> tuple[type, ...]:
-    """typer >= 0.20 vendors click (typer.exceptions); older typer uses click itself."""
-    found: list[type] = []
-    try:
-        from typer.exceptions import TyperException
+    """What typer raises for bad usage: click's exceptions (typer < 0.20, as pinned, is built
+    on click)."""
+    import click
 
-        found.append(TyperException)
-    except ImportError:
-        pass
-    try:
-        import click
-
-        found.append(click.ClickException)
-    except ImportError:
-        pass
-    return tuple(found)
+    return (click.ClickException,)
 
 
 def run_cli(argv: list[str]) -> int:

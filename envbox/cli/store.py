@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from envbox.cli.common import app, complete_profiles, envbox_paths, load_target, progress
+from envbox.fsio import listdir_sorted
 from envbox.core.errors import EXIT_USAGE, EnvboxError
 
 
@@ -114,7 +115,7 @@ def verify() -> int:
     problems = store_mod.verify(store)
     for p in problems:
         print(f"{p.what}: {p.message}")
-    count = len(store_mod._listdir(store.root / "layers"))
+    count = len(listdir_sorted(store.root / "layers"))
     if problems:
         print(f"envbox: {len(problems)} problem(s) in the store at {store.root}", file=sys.stderr)
         print("hint: 'envbox gc' removes unreferenced layers; delete a damaged layer's directory and launch again to rebuild it", file=sys.stderr)
@@ -130,7 +131,8 @@ def lock(name: Optional[str] = typer.Argument(None, help="Profile name (default:
     from envbox.core.lockfile import lock_path, render_lock
     from envbox.app.prepare import catalog_loader
     from envbox.core.resolve import resolve
-    from envbox.store.layers import Store, _atomic_write
+    from envbox.fsio import write_text_atomic
+    from envbox.store.layers import Store
 
     paths = envbox_paths()
     profile = load_target(paths, name)
@@ -145,7 +147,7 @@ def lock(name: Optional[str] = typer.Argument(None, help="Profile name (default:
     target = lock_path(profile.path)
     if not os.access(target.parent, os.W_OK):
         raise EnvboxError(f"cannot write {target}: the directory is not writable", f"copy the profile to {paths.user_profiles} first")
-    _atomic_write(target, render_lock(profile.name, entries))
+    write_text_atomic(target, render_lock(profile.name, entries))
     print(f"wrote {target}")
     return 0
 

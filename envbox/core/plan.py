@@ -1,7 +1,8 @@
 """Resolution + stored layers + host facts -> a Plan: layers, mounts, env, argv. Pure.
 
-Stdlib only (the fast launch path rebuilds a Plan from its cache and renders it here, so
-the sandbox arguments are produced by one function whichever path launches).
+A Plan is frozen data: `envbox plan` prints it, and Plan.to_cache() is what the fast launch
+path keeps (plain values, read back by runtime.supervisor.spec_from_cache without importing
+this module). The sandbox's argv is rendered from either by core.sandboxargs alone.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import Callable, Mapping
 
 from envbox.desktop.entries import FILE_NAME_RE, DesktopError, Mark, generate, generated_file_name, read_mark, wrap
 from envbox.core.errors import EnvboxError
+from envbox.fsio import unlink_quiet
 
 # /usr/share/applications belongs to the package manager; local additions go here.
 SYSTEM_APPLICATIONS = "/usr/local/share/applications"
@@ -188,7 +189,7 @@ def install(place: Place, name: str, text: str, *, profile: str) -> Path:
         # rename() replaces a link planted since the check instead of following it.
         os.replace(tmp, target)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quiet(tmp)
         raise
     return target
 
@@ -266,8 +267,3 @@ def update_database(directory: Path) -> str | None:
     return None
 
 
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -6,13 +6,9 @@ import marshal
 import os
 from pathlib import Path
 
+from envbox.fsio import pid_alive
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
+
 
 
 def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
@@ -33,7 +29,7 @@ def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
             pid = int(record["pid"])
         except (OSError, ValueError, KeyError, TypeError, EOFError):
             continue
-        if not _alive(pid):
+        if not pid_alive(pid):
             path.unlink(missing_ok=True)
             continue
         cg = by_pid.get(pid, {})

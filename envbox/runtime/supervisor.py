@@ -15,11 +15,12 @@ import os
 import _signal as signal
 import sys
 
+from envbox.fsio import unlink_quiet
 from envbox.runtime import sandbox
 from envbox.core import sandboxargs
 
 SANDBOX_FILE = os.path.realpath(sandbox.__file__)
-EXIT_ENVBOX = 125
+EXIT_ENVBOX = sandbox.EXIT_ENVBOX  # one definition on the launch path (core.errors mirrors it; a test checks)
 
 class LaunchSpec:
     """Everything the supervisor needs, as plain values (no dataclasses: the fast path is
@@ -116,15 +117,23 @@ def run(spec: LaunchSpec) -> int:
         return code
     finally:
         if cgroup is not None:
-            try:
-                cgroup.kill_all()
-                cgroup.remove()
-            except (OSError, Exception) as exc:  # report, but keep the app's exit status
-                _say(f"warning: could not remove the cgroup of {spec.profile}: {exc} (the next launch or 'envbox gc' retries)")
+            _remove_cgroup(cgroup, spec.profile)
         if record:
-            _unlink(record)
+            unlink_quiet(record)
         for fd in use_locks:
             os.close(fd)
+
+
+def _remove_cgroup(cgroup, profile: str) -> None:
+    """Kill what is left of the launch and remove its cgroup; report a failure, but keep the
+    app's exit status (the next launch or `envbox gc` removes a stale cgroup)."""
+    from envbox.core.errors import LimitError  # loaded already with the cgroup code
+
+    try:
+        cgroup.kill_all()
+        cgroup.remove()
+    except (OSError, ValueError, LimitError) as exc:
+        _say(f"warning: could not remove the cgroup of {profile}: {exc} (the next launch or 'envbox gc' retries)")
 
 
 class _Refused(Exception):
@@ -333,11 +342,6 @@ def _register(spec: LaunchSpec, cgroup) -> str | None:
         return None
 
 
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _fmt_limit(limits: dict) -> str:

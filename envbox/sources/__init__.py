@@ -1,6 +1,9 @@
 """Sources: each kind turns a release's `source:` spec into files in a private directory.
 
-One module per kind (deb, archive, wheel, npm, directory, host). Every module exposes:
+One module per catalog kind (deb, archive, wheel, npm; the inline `dir:` and `host:` sources of a
+profile need no module: store.build links or stacks them as they are), beside the pieces they
+share: fetch (verified downloads), extract (safe tar/zip extraction), debclosure (Debian
+metadata, pure) and privatize (a newer suite's libraries kept private). Every kind exposes:
 
     KIND: str
     def check(spec: Mapping[str, Any]) -> None

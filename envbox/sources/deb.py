@@ -2,9 +2,10 @@
 
 apt-get only refreshes the package lists, with its own configuration, sources, lists and
 cache under the download cache; it never sees the host's apt state and never takes the dpkg
-lock. The closure is computed by envbox.debclosure from those lists; the .deb files are
-fetched by envbox.fetch, checked against the SHA256 of the signed index, kept by sha256 and
-unpacked with `dpkg-deb --extract` (no maintainer script ever runs).
+lock. The closure is computed by sources.debclosure from those lists; the .deb files are
+fetched by sources.fetch, checked against the SHA256 of the signed index, kept by sha256, and
+their data.tar (decoded by `dpkg-deb --fsys-tarfile`) is unpacked by envbox's own extractor
+(sources.extract), which keeps every member inside the layer (no maintainer script ever runs).
 """
 
 from __future__ import annotations

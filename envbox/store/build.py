@@ -88,7 +88,7 @@ def ensure_layers(
 def _check_prefix(item: Resolved) -> None:
     prefix = Path(item.prefix or "")
     if not prefix.is_dir():
-        raise BuildError(f"{item.spec.tool}: directory {prefix} does not exist", "install the tool there, or fix tools.{item.spec.tool}.dir")
+        raise BuildError(f"{item.spec.tool}: directory {prefix} does not exist", f"install the tool there, or fix tools.{item.spec.tool}.dir")
     usr = Path("/usr")
     resolved = prefix.resolve()
     if resolved == usr or resolved.is_relative_to(usr) or usr.is_relative_to(resolved):

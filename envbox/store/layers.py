@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from envbox.store import treedigest
-from envbox.fsio import write_atomic
+from envbox.fsio import listdir_sorted, pid_alive, unlink_quiet, write_text_atomic
 from envbox.core.errors import BuildError, EnvboxError
 
 LOCK_TIMEOUT = 600.0  # seconds a builder waits for another builder of the same layer (ENVBOX_LOCK_TIMEOUT)
@@ -154,7 +154,7 @@ class Store:
             )
             self._write_meta(digest, manifest)
             crash_point("index")
-            _atomic_write(self._index_file(recipe.key), json.dumps(info.to_json(), indent=1))
+            write_text_atomic(self._index_file(recipe.key), json.dumps(info.to_json(), indent=1))
             self._log(f"built {digest} {recipe.key} {recipe.label}")
             progress(f"built {recipe.label}: {info.size / 1e6:.1f} MB, {info.files} files")
             return info
@@ -170,7 +170,7 @@ class Store:
     def _write_meta(self, digest: str, manifest: treedigest.Manifest) -> None:
         meta = self.root / "meta"
         meta.mkdir(exist_ok=True)
-        _atomic_write(meta / f"{digest}.manifest", "".join(e.line() + "\n" for e in manifest.entries))
+        write_text_atomic(meta / f"{digest}.manifest", "".join(e.line() + "\n" for e in manifest.entries))
 
     def manifest(self, digest: str) -> dict[str, str]:
         """path -> content digest of the non-directory entries of a stored layer."""
@@ -188,37 +188,20 @@ class Store:
     def clean_tmp(self) -> None:
         """Remove builds and gc leftovers of crashed processes (their pid is gone)."""
         tmp = self.root / "tmp"
-        for entry in _listdir(tmp):
+        for entry in listdir_sorted(tmp):
             pid = entry.rsplit("-", 1)[-1]
-            if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            if pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
                 _thaw(tmp / entry)
                 shutil.rmtree(tmp / entry, ignore_errors=True)
 
     def index(self) -> list[LayerInfo]:
         out = []
-        for name in _listdir(self.root / "index"):
+        for name in listdir_sorted(self.root / "index"):
             if name.endswith(".json"):
                 info = self.lookup(name[:-5])
                 if info:
                     out.append(info)
         return out
-
-
-def _listdir(path: Path) -> list[str]:
-    try:
-        return sorted(os.listdir(path))
-    except FileNotFoundError:
-        return []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _make_links(root: Path, links: tuple[tuple[str, str], ...]) -> None:
@@ -255,10 +238,6 @@ def _thaw(root: Path) -> None:
                 os.chmod(dirpath, (st.st_mode | 0o700) & 0o7777, follow_symlinks=False)
         except (OSError, NotImplementedError):
             continue
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    write_atomic(path, text.encode("utf-8", "surrogateescape"))
 
 
 def crash_point(step: str) -> None:
@@ -318,7 +297,7 @@ def verify(store: Store) -> list[Problem]:
     """Recompute every stored layer's digest; check every index entry. Reads everything."""
     problems = []
     layers = store.root / "layers"
-    for name in _listdir(layers):
+    for name in listdir_sorted(layers):
         path = layers / name
         if not _is_digest(name):
             problems.append(Problem(name, "not a layer (the name is not a sha256 digest)"))
@@ -333,7 +312,7 @@ def verify(store: Store) -> list[Problem]:
             continue
         if actual != name:
             problems.append(Problem(name, f"content changed: its files now hash to {actual[:16]}…"))
-    for name in _listdir(store.root / "index"):
+    for name in listdir_sorted(store.root / "index"):
         try:
             data = json.loads((store.root / "index" / name).read_text())
             info = LayerInfo.from_json(data, store)
@@ -358,7 +337,7 @@ def gc(store: Store, keep: set[str]) -> tuple[list[str], list[str]]:
     (store.root / "tmp").mkdir(parents=True, exist_ok=True)
     (store.root / "locks").mkdir(parents=True, exist_ok=True)
     indexed = _index_digests(store)
-    for name in _listdir(layers):
+    for name in listdir_sorted(layers):
         if not _is_digest(name) or name in keep:
             continue
         lock = os.open(store.root / "locks" / f"use-{name}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
@@ -369,9 +348,9 @@ def gc(store: Store, keep: set[str]) -> tuple[list[str], list[str]]:
                 busy.append(name)
                 continue
             for index_file in indexed.get(name, ()):
-                _unlink_quiet(index_file)
+                unlink_quiet(index_file)
             if (layers / name).is_symlink() or not (layers / name).is_dir():
-                _unlink_quiet(layers / name)  # not a layer envbox made: drop the entry itself only
+                unlink_quiet(layers / name)  # not a layer envbox made: drop the entry itself only
                 continue
             doomed = store.root / "tmp" / f"gc-{name[:16]}-{os.getpid()}"
             # Moving a directory to another parent needs write access to it (its '..' entry
@@ -381,15 +360,15 @@ def gc(store: Store, keep: set[str]) -> tuple[list[str], list[str]]:
             crash_point("gc")
             _thaw(doomed)
             shutil.rmtree(doomed)
-            _unlink_quiet(store.root / "meta" / f"{name}.manifest")
-            _unlink_quiet(store.root / "locks" / f"use-{name}")
+            unlink_quiet(store.root / "meta" / f"{name}.manifest")
+            unlink_quiet(store.root / "locks" / f"use-{name}")
             removed.append(name)
         finally:
             os.close(lock)
     for digest, files in _index_digests(store).items():  # entries whose layer is gone
         if digest not in keep and not (layers / digest).is_dir():
             for index_file in files:
-                _unlink_quiet(index_file)
+                unlink_quiet(index_file)
     store.clean_tmp()
     return removed, busy
 
@@ -397,7 +376,7 @@ def gc(store: Store, keep: set[str]) -> tuple[list[str], list[str]]:
 def _index_digests(store: Store) -> dict[str, list[Path]]:
     """digest -> the index files naming it (entries that cannot be read map to '')."""
     out: dict[str, list[Path]] = {}
-    for name in _listdir(store.root / "index"):
+    for name in listdir_sorted(store.root / "index"):
         path = store.root / "index" / name
         try:
             digest = json.loads(path.read_text()).get("digest")
@@ -407,8 +386,3 @@ def _index_digests(store: Store) -> dict[str, list[Path]]:
     return out
 
 
-def _unlink_quiet(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
