@@ -11,6 +11,7 @@ from pathlib import Path
 from envbox.core.digests import path_key, sha256_hex, stat_signature
 from envbox.core.errors import TrustError
 from envbox.core.yamlstrict import MAX_BYTES
+from envbox.fsio import FileRefused, read_limited
 
 
 @dataclass(frozen=True)
@@ -25,28 +26,14 @@ def read_project_file(path: Path, *, uid: int) -> ProjectFile:
     """Read a project file the safe way: no symlinks, owned by the caller, not writable by others."""
     path = Path(os.path.abspath(path))
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError as exc:
-        raise TrustError(f"cannot read {path}: {exc.strerror}", "check the file; project files must be regular files you own") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise TrustError(f"{path} is not a regular file", "project files must be regular files")
-        if st.st_uid != uid:
-            raise TrustError(f"{path} is owned by uid {st.st_uid}, not by you", "envbox only uses project files you own")
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise TrustError(f"{path} is writable by group or others", f"chmod go-w {path}")
-        if st.st_size > MAX_BYTES:
-            raise TrustError(f"{path} is {st.st_size} bytes, more than the {MAX_BYTES}-byte limit")
-        chunks, total = [], 0
-        while chunk := os.read(fd, 65536):
-            total += len(chunk)
-            if total > MAX_BYTES:
-                raise TrustError(f"{path} is more than the {MAX_BYTES}-byte limit")
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
+        data, st = read_limited(path, limit=MAX_BYTES)
+    except FileRefused as exc:
+        hint = "project files must be regular files you own" if not exc.missing else "check the path"
+        raise TrustError(f"cannot read {path}: it {exc.why}", hint) from None
+    if st.st_uid != uid:
+        raise TrustError(f"{path} is owned by uid {st.st_uid}, not by you", "envbox only uses project files you own")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise TrustError(f"{path} is writable by group or others", f"chmod go-w {path}")
     return ProjectFile(path, data, sha256_hex(data), tuple(stat_signature(st)))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import yaml
 
 from envbox.core.digests import sha256_hex, stat_signature
+from envbox.fsio import FileRefused, read_limited
 
 MAX_BYTES = 1 << 20  # profiles and catalogs are small; a bigger file is a mistake or an attack
 
@@ -61,35 +61,12 @@ def read_bytes(path: Path, *, limit: int = MAX_BYTES) -> bytes:
 
 
 def read_file(path: Path, *, limit: int = MAX_BYTES) -> tuple[bytes, os.stat_result]:
-    """Read a regular file without blocking on FIFOs or following a final symlink into devices."""
+    """Read a regular file without blocking on FIFOs; a symlink (a dotfiles-managed profile) is
+    followed to the regular file it names, never into a device or FIFO."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except IsADirectoryError:
-        raise YamlError("is a directory, not a file") from None
-    except PermissionError:
-        raise YamlError("permission denied") from None
-    except FileNotFoundError:
-        raise YamlError("no such file") from None
-    except OSError as exc:
-        raise YamlError(exc.strerror or str(exc)) from None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise YamlError("is a directory, not a file")
-        if not stat.S_ISREG(st.st_mode):
-            raise YamlError("is not a regular file")
-        if st.st_size > limit:
-            raise YamlError(f"is {st.st_size} bytes, more than the {limit}-byte limit")
-        chunks = []
-        total = 0
-        while chunk := os.read(fd, 65536):
-            total += len(chunk)
-            if total > limit:
-                raise YamlError(f"is more than the {limit}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks), st
-    finally:
-        os.close(fd)
+        return read_limited(path, limit=limit, follow=True)
+    except FileRefused as exc:
+        raise YamlError(exc.why) from None
 
 
 def parse(text: bytes) -> Any:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -16,7 +14,7 @@ from typing import Callable, Mapping
 
 from envbox.desktop.entries import FILE_NAME_RE, DesktopError, Mark, generate, generated_file_name, read_mark, wrap
 from envbox.core.errors import EnvboxError
-from envbox.fsio import unlink_quiet
+from envbox.fsio import FileRefused, read_limited, unlink_quiet
 
 # /usr/share/applications belongs to the package manager; local additions go here.
 SYSTEM_APPLICATIONS = "/usr/local/share/applications"
@@ -91,17 +89,12 @@ def sha256(data: bytes) -> str:
 
 
 def read_original(path: str) -> bytes:
-    """An entry to wrap. It may be a symlink (packages install them); it is only read."""
+    """An entry to wrap. It may be a symlink (packages install them) to a regular file; it is
+    only read, and a FIFO or device is refused without blocking."""
     try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise DesktopError(f"{path} is not a regular file")
-            data = f.read(MAX_ENTRY_BYTES + 1)
-    except OSError as exc:
-        raise DesktopError(f"cannot read {path}: {exc.strerror}", "name an existing entry, e.g. --from /usr/share/applications/APP.desktop") from None
-    if len(data) > MAX_ENTRY_BYTES:
-        raise DesktopError(f"{path} is larger than {MAX_ENTRY_BYTES} bytes; not a desktop entry")
-    return data
+        return read_limited(path, limit=MAX_ENTRY_BYTES, follow=True)[0]
+    except FileRefused as exc:
+        raise DesktopError(f"cannot read {path}: it {exc.why}", "name an existing entry, e.g. --from /usr/share/applications/APP.desktop") from None
 
 
 def decode(data: bytes, path: str | Path) -> str:
@@ -114,17 +107,13 @@ def decode(data: bytes, path: str | Path) -> str:
 def read_nofollow(path: Path) -> bytes | None:
     """A file in an applications directory, never through a symlink; None if it is absent."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
+        return read_limited(path, limit=MAX_ENTRY_BYTES)[0]
+    except FileRefused as exc:
+        if exc.missing:
+            return None
+        if exc.why == "is a symbolic link":
             raise DesktopError(f"{path} is a symbolic link; envbox does not write or follow it", "remove the link if you did not make it, then try again") from None
-        raise DesktopError(f"cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise DesktopError(f"{path} is not a regular file; envbox leaves it alone")
-        return f.read(MAX_ENTRY_BYTES + 1)
+        raise DesktopError(f"{path} {exc.why}; envbox leaves it alone") from None
 
 
 def find_installed(place: Place) -> list[Installed]:
