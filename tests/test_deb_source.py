@@ -215,7 +215,7 @@ def test_shipped_catalog_entries_pass_check():
 def test_shipped_catalog_loads_through_the_catalog_loader():
     from envbox.core import catalog
 
-    releases = catalog._read_file(CATALOG, {"deb": deb})
+    releases = catalog._read_file(CATALOG, {"deb": deb.check})
     assert [(r.tool, r.version, r.kind) for r in releases] == [("python", v, "deb") for v in ("2.7.18", "3.9.2", "3.11.2", "3.13.5")]
 
 

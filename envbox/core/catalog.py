@@ -104,14 +104,13 @@ def load_catalog(dirs: tuple[Path, ...], source_checks: Mapping[str, Any]) -> Ca
 
     source_checks maps each source kind to its pure spec check (envbox.sources.checks()): the
     catalog knows which kinds exist only through it, so the core imports no source module."""
-    source_kinds = source_checks
     chosen: dict[tuple[str, str], Release] = {}
     files = []
     for directory in dirs:
         in_scope: dict[tuple[str, str], Release] = {}
         scope_files = catalog_files((directory,))
         for path in scope_files:
-            for release in _read_file(path, source_kinds):
+            for release in _read_file(path, source_checks):
                 key = (release.tool, release.version)
                 if key in in_scope:
                     # Within one directory there is no precedence to decide which one is meant.
@@ -125,7 +124,7 @@ def load_catalog(dirs: tuple[Path, ...], source_checks: Mapping[str, Any]) -> Ca
     return Catalog(tuple(chosen.values()), tuple(files))
 
 
-def _read_file(path: Path, source_kinds: Mapping[str, Any]) -> list[Release]:
+def _read_file(path: Path, source_checks: Mapping[str, Any]) -> list[Release]:
     try:
         data = yamlstrict.load(path).data
     except yamlstrict.YamlError as exc:
@@ -145,10 +144,10 @@ def _read_file(path: Path, source_kinds: Mapping[str, Any]) -> list[Release]:
     releases = data.get("releases")
     if not isinstance(releases, list):
         raise fail(data.line, "releases must be a list")
-    return [_read_release(tool, item, fail, source_kinds, path) for item in releases]
+    return [_read_release(tool, item, fail, source_checks, path) for item in releases]
 
 
-def _read_release(tool: str, item: Any, fail, source_kinds: Mapping[str, Any], path: Path) -> Release:
+def _read_release(tool: str, item: Any, fail, source_checks: Mapping[str, Any], path: Path) -> Release:
     line = getattr(item, "line", 1)
     if not isinstance(item, dict):
         raise fail(line, "each release must be a mapping")
@@ -159,10 +158,10 @@ def _read_release(tool: str, item: Any, fail, source_kinds: Mapping[str, Any], p
     if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
         raise fail(line, f"release version must be a quoted string like \"2.7.18\", not {version!r}")
     source = item.get("source")
-    if not isinstance(source, dict) or source.get("kind") not in source_kinds:
-        raise fail(line, f"source.kind must be one of: {', '.join(sorted(source_kinds))}")
+    if not isinstance(source, dict) or source.get("kind") not in source_checks:
+        raise fail(line, f"source.kind must be one of: {', '.join(sorted(source_checks))}")
     try:
-        source_kinds[source["kind"]](source)
+        source_checks[source["kind"]](source)
     except ValueError as exc:
         raise fail(item.key_lines.get("source", line), f"{tool} {version}: {exc}") from None
     links = _str_map(item.get("links") or {}, fail, item.key_lines.get("links", line), "links")
