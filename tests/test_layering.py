@@ -107,3 +107,19 @@ def test_exit_codes_have_one_meaning():
 
     assert (sandbox.EXIT_ENVBOX, sandbox.EXIT_NOEXEC, sandbox.EXIT_NOTFOUND) == (errors.EXIT_ENVBOX, errors.EXIT_NOEXEC, errors.EXIT_NOTFOUND) == (125, 126, 127)
     assert supervisor.EXIT_ENVBOX == errors.EXIT_ENVBOX
+
+
+def test_validating_a_catalog_loads_no_downloader_or_extractor():
+    """The kinds' spec checks are pure (sources/specs.py): a catalog is validated without the
+    downloader (http.client, urllib.request) or the extractor (tarfile, ctypes)."""
+    code = (
+        "import sys\n"
+        "from envbox.core.catalog import builtin_dir, load_catalog\n"
+        "from envbox.sources import checks\n"
+        "assert load_catalog((builtin_dir(),), checks()).releases\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert not loaded & {"envbox.sources.fetch", "envbox.sources.extract", "envbox.store.build", "http.client", "urllib.request", "tarfile", "ctypes"}, sorted(loaded)

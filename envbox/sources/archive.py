@@ -10,34 +10,34 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
-from envbox.sources import extract as ex
-from envbox.sources import fetch
 from envbox.core.errors import BuildError
 from envbox.sources import Artifact, BuildContext
+from envbox.sources.specs import LAYER_TOPS, FORMATS, check_keys, check_layer_map, check_sha256, check_url, url_name  # noqa: F401  (check_keys, check_layer_map: also used by wheel and npm through here)
 
 KIND = "archive"
 KEYS = ("kind", "url", "sha256", "strip_components", "map", "format")
-LAYER_TOPS = ("usr", "etc", "opt")  # what an overlay layer may hold (plan.OVERLAY_TARGETS)
 
 
 def check(spec: Mapping[str, Any]) -> None:
     check_keys(spec, KEYS, ("url", "sha256"))
-    fetch.check_url(spec["url"])
-    fetch.check_sha256(spec["sha256"])
+    check_url(spec["url"])
+    check_sha256(spec["sha256"])
     strip = spec.get("strip_components", 0)
     if not isinstance(strip, int) or isinstance(strip, bool) or not 0 <= strip <= 16:
         raise ValueError(f"strip_components must be a whole number from 0 to 16, not {strip!r}")
     if "map" in spec:
         check_layer_map(spec["map"])
-    if "format" in spec and spec["format"] not in ex.FORMATS:
-        raise ValueError(f"format must be one of {', '.join(ex.FORMATS)}, not {spec['format']!r}")
+    if "format" in spec and spec["format"] not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {spec['format']!r}")
 
 
 def build(spec: Mapping[str, Any], ctx: BuildContext) -> tuple[Artifact, ...]:
+    from envbox.sources import extract as ex, fetch  # the builder's own: checks do not load them
+
     url = spec["url"]
-    name = fetch.url_name(url)
+    name = url_name(url)
     sha256 = expected_sha256(name, spec["sha256"], ctx.pins)
     got = fetch.fetch(url, ctx.downloads, name=name, sha256=sha256, progress=fetch.line_progress(name, ctx.progress))
     ctx.progress(f"extracting {name}")
@@ -54,24 +54,6 @@ def build(spec: Mapping[str, Any], ctx: BuildContext) -> tuple[Artifact, ...]:
 
 
 # ---- shared with the wheel and npm kinds -----------------------------------------------------
-
-
-def check_keys(spec: Mapping[str, Any], allowed: Iterable[str], required: Iterable[str]) -> None:
-    """Unknown or missing keys in a source spec -> ValueError naming them. Pure."""
-    allowed = tuple(allowed)
-    for key in spec:
-        if key not in allowed:
-            raise ValueError(f"unknown key {key!r} in source (valid: {', '.join(allowed)})")
-    for key in required:
-        if key not in spec:
-            raise ValueError(f"source needs {key!r}")
-
-
-def check_layer_map(mapping: object) -> None:
-    """A valid map whose every destination lies under usr/, etc/ or opt/. Pure."""
-    for target in ex.check_map(mapping).values():
-        if target.split("/")[0] not in LAYER_TOPS:
-            raise ValueError(f"map destination {target!r} must lie under usr/, etc/ or opt/")
 
 
 def expected_sha256(name: str, spec_sha256: str | None, pins: Mapping[str, str]) -> str | None:

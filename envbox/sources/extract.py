@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from envbox.core.errors import BuildError
+from envbox.sources.specs import FORMATS, check_map, map_path, normalise, strip  # noqa: F401  (re-exported)
 
-FORMATS = ("tar", "tar.gz", "tar.xz", "tar.bz2", "tar.zst", "zip")
 CHUNK = 1 << 20
 MAX_HEADER = 1 << 20  # a pax or GNU long-name header larger than this is an attack, not a name
 MAX_LINK_HOPS = 40  # the kernel's own limit on symlinks followed in one lookup
@@ -71,66 +71,6 @@ class Extracted:
 
 
 # ---- names and maps (pure) -------------------------------------------------------------------
-
-
-def normalise(name: str) -> str:
-    """An archive member name as a clean relative path ('' for the root); ValueError if unsafe."""
-    if "\0" in name:
-        raise ValueError("has a NUL byte in its name")
-    if os.path.isabs(name):
-        raise ValueError("is an absolute path")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise ValueError("has a '..' component")
-    if any(p.startswith(".wh.") for p in parts):
-        raise ValueError("is an overlayfs whiteout name (.wh.*)")
-    return "/".join(parts)
-
-
-def strip(name: str, count: int) -> str | None:
-    """name without its first `count` components; None when nothing is left. Pure."""
-    parts = name.split("/")[count:] if name else []
-    return "/".join(parts) or None
-
-
-def check_map(mapping: object) -> dict[str, str]:
-    """Validate a map of archive paths to layer paths; ValueError naming the bad entry. Pure."""
-    if not isinstance(mapping, dict) or not mapping:
-        raise ValueError("map must be a non-empty mapping of archive paths to layer paths")
-    for key, value in mapping.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise ValueError("map keys and values must be strings")
-        for text in (key, value):
-            try:
-                clean = normalise(text)
-            except ValueError as exc:
-                raise ValueError(f"map entry {text!r} {exc}") from None
-            if not clean or clean + ("/" if text.endswith("/") else "") != text:
-                raise ValueError(f"map entry {text!r} must be a plain relative path like 'pkg/bin/' or 'pkg/bin/tool'")
-        if key.endswith("/") != value.endswith("/"):
-            raise ValueError(f"map {key!r} -> {value!r}: a directory (ending in '/') must map to a directory")
-    return dict(mapping)
-
-
-def map_path(name: str, mapping: Mapping[str, str] | None) -> str | None:
-    """Where a (normalised) member goes: itself without a map; None when the map leaves it out. Pure."""
-    if mapping is None:
-        return name
-    parts = name.split("/")
-    best, best_len = None, -1
-    for key in mapping:
-        key_parts = key.rstrip("/").split("/")
-        if key.endswith("/"):  # a directory: itself and everything below it
-            hit = parts[: len(key_parts)] == key_parts
-        else:
-            hit = parts == key_parts
-        if hit and len(key_parts) > best_len:
-            best, best_len = key, len(key_parts)
-    if best is None:
-        return None
-    if not best.endswith("/"):
-        return mapping[best]
-    return "/".join(mapping[best].rstrip("/").split("/") + parts[best_len:])
 
 
 def _lexically_inside(link_path: str, target: str) -> bool:

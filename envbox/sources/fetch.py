@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import http.client
 import hashlib
 import json
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from envbox.core.errors import BuildError
+from envbox.sources.specs import LOOPBACK_SWITCH, _loopback_allowed, check_sha256, check_url, parse_integrity, url_name  # noqa: F401  (re-exported)
 
 MAX_BYTES = 2 << 30  # no single artifact envbox ships comes near 2 GiB (zig's wheel is 101 MB)
 TIMEOUT = 30.0  # seconds for connecting and for each read: a stalled server fails, a slow one does not
@@ -25,8 +25,6 @@ DEADLINE = 1800.0  # seconds for a whole download
 PROGRESS_INTERVAL = 0.3  # seconds between progress reports
 CHUNK = 1 << 20
 USER_AGENT = "envbox/0.1 (+https://github.com/envbox)"
-# Tests serve fixtures from a local http.server; users only ever get https.
-LOOPBACK_SWITCH = "ENVBOX_ALLOW_HTTP_LOOPBACK"
 
 Progress = Callable[[int, "int | None"], None]  # (bytes so far, total or None)
 
@@ -40,59 +38,6 @@ class Download:
     size: int
     url: str  # "" when the cache holds the file but not its origin
     name: str
-
-
-# ---- pure checks -----------------------------------------------------------------------------
-
-
-def check_url(url: object) -> None:
-    """Raise ValueError unless url is https (or an absolute local path). Pure, except for the test switch."""
-    if not isinstance(url, str) or not url:
-        raise ValueError("url must be a non-empty string")
-    if os.path.isabs(url):
-        return
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if _loopback_allowed(parts):
-        return
-    raise ValueError(f"url {url!r} must be https:// or an absolute path")
-
-
-def _loopback_allowed(parts: urllib.parse.SplitResult) -> bool:
-    return parts.scheme == "http" and parts.hostname == "127.0.0.1" and os.environ.get(LOOPBACK_SWITCH) == "1"
-
-
-def check_sha256(value: object, what: str = "sha256") -> str:
-    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-        raise ValueError(f"{what} must be 64 lowercase hex digits, not {value!r}")
-    return value
-
-
-def parse_integrity(sri: object) -> tuple[str, str]:
-    """An npm/SRI integrity string -> (algorithm, hex digest); the strongest sha2 hash wins. Pure."""
-    if not isinstance(sri, str):
-        raise ValueError(f"integrity must be a string like 'sha512-<base64>', not {sri!r}")
-    found: dict[str, str] = {}
-    for token in sri.split():
-        algo, _, b64 = token.partition("-")
-        if algo in ("sha512", "sha256"):
-            try:
-                raw = base64.b64decode(b64.split("?")[0], validate=True)
-            except ValueError:
-                raise ValueError(f"integrity {token!r} is not valid base64") from None
-            if len(raw) != hashlib.new(algo).digest_size:
-                raise ValueError(f"integrity {token!r} has the wrong length for {algo}")
-            found[algo] = raw.hex()
-    for algo in ("sha512", "sha256"):
-        if algo in found:
-            return algo, found[algo]
-    raise ValueError(f"integrity {sri!r} has no sha512 or sha256 hash (sha1 is too weak to pin)")
-
-
-def url_name(url: str) -> str:
-    """The file name at the end of a URL or path. Pure."""
-    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]) or "download"
 
 
 def line_progress(label: str, emit: Callable[[str], None]) -> Progress:

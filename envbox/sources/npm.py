@@ -22,11 +22,10 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from envbox.sources import extract as ex
-from envbox.sources import fetch
 from envbox.core.errors import BuildError
 from envbox.sources import Artifact, BuildContext
-from envbox.sources.archive import check_keys, check_layer_map, check_tops, expected_sha256
+from envbox.sources.archive import check_tops, expected_sha256
+from envbox.sources.specs import check_keys, check_layer_map, check_sha256, check_url, parse_integrity
 
 KIND = "npm"
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
@@ -39,7 +38,7 @@ _VERSION_RE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z
 def check(spec: Mapping[str, Any]) -> None:
     check_keys(spec, KEYS, ())
     if "registry" in spec:
-        fetch.check_url(spec["registry"])
+        check_url(spec["registry"])
     for item in packages(spec):
         check_keys(item, PACKAGE_KEYS, ("package", "version", "map"))
         if not isinstance(item["package"], str) or not _NAME_RE.fullmatch(item["package"]):
@@ -49,9 +48,9 @@ def check(spec: Mapping[str, Any]) -> None:
         if "integrity" not in item and "sha256" not in item:
             raise ValueError(f"{item['package']}: give integrity (the registry's dist.integrity) or sha256")
         if "integrity" in item:
-            fetch.parse_integrity(item["integrity"])
+            parse_integrity(item["integrity"])
         if "sha256" in item:
-            fetch.check_sha256(item["sha256"])
+            check_sha256(item["sha256"])
         strip = item.get("strip_components", 0)
         if not isinstance(strip, int) or isinstance(strip, bool) or not 0 <= strip <= 16:
             raise ValueError(f"strip_components must be a whole number from 0 to 16, not {strip!r}")
@@ -77,6 +76,8 @@ def tarball(registry: str, name: str, version: str) -> tuple[str, str]:
 
 
 def build(spec: Mapping[str, Any], ctx: BuildContext) -> tuple[Artifact, ...]:
+    from envbox.sources import extract as ex, fetch  # the builder\'s own: checks do not load them
+
     registry = spec.get("registry", DEFAULT_REGISTRY)
     artifacts = []
     for item in packages(spec):

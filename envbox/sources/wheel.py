@@ -17,13 +17,15 @@ import re
 import urllib.parse
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from envbox.sources import extract as ex
-from envbox.sources import fetch
 from envbox.core.errors import BuildError
 from envbox.sources import Artifact, BuildContext
-from envbox.sources.archive import check_keys, check_layer_map, check_tops, expected_sha256
+from envbox.sources.archive import check_tops, expected_sha256
+from envbox.sources.specs import check_keys, check_layer_map, check_sha256, check_url
+
+if TYPE_CHECKING:
+    from envbox.sources.extract import Extracted
 
 KIND = "wheel"
 KEYS = ("kind", "requirement", "sha256", "platform", "map", "index")
@@ -37,13 +39,13 @@ _PLATFORM_RE = re.compile(r"[a-z0-9_]+")
 def check(spec: Mapping[str, Any]) -> None:
     check_keys(spec, KEYS, ("requirement", "sha256", "map"))
     parse_requirement(spec["requirement"])
-    fetch.check_sha256(spec["sha256"])
+    check_sha256(spec["sha256"])
     check_layer_map(spec["map"])
     platform = spec.get("platform", DEFAULT_PLATFORM)
     if not isinstance(platform, str) or not _PLATFORM_RE.fullmatch(platform):
         raise ValueError(f"platform must be a wheel platform tag like manylinux_x86_64, not {platform!r}")
     if "index" in spec:
-        fetch.check_url(spec["index"])
+        check_url(spec["index"])
 
 
 def parse_requirement(text: object) -> tuple[str, str]:
@@ -100,6 +102,8 @@ def host_glibc() -> tuple[int, int] | None:
 
 
 def build(spec: Mapping[str, Any], ctx: BuildContext) -> tuple[Artifact, ...]:
+    from envbox.sources import extract as ex, fetch  # the builder\'s own: checks do not load them
+
     name, version = parse_requirement(spec["requirement"])
     want = spec.get("platform", DEFAULT_PLATFORM)
     got = fetch.cached(ctx.downloads, sha256=spec["sha256"])
@@ -141,7 +145,7 @@ def _find_file(index: str, name: str, version: str, sha256: str) -> tuple[str, s
             # Mirrors may list file URLs relative to the JSON document.
             url = urllib.parse.urljoin(base, entry["url"])
             try:
-                fetch.check_url(url)
+                check_url(url)
             except ValueError as exc:
                 raise BuildError(f"the index lists {entry['filename']} at {url}: {exc}", "use an https index") from None
             return url, entry["filename"]
@@ -151,6 +155,8 @@ def _find_file(index: str, name: str, version: str, sha256: str) -> tuple[str, s
 
 def _release_files(index: str, name: str, version: str) -> tuple[list[dict], str]:
     """The files of one release and the URL they are listed at."""
+    from envbox.sources import fetch
+
     url = f"{index}/{name}/{version}/json"
     data = fetch.fetch_json(url, missing_ok=True)
     if isinstance(data, dict) and isinstance(data.get("urls"), list):
@@ -172,7 +178,7 @@ def _release_files(index: str, name: str, version: str) -> tuple[list[dict], str
     raise BuildError(f"{name} has no version {version} on the index", f"available: {', '.join(list(releases)[-8:])}")
 
 
-def check_record(wheel: Path, filename: str, result: ex.Extracted) -> None:
+def check_record(wheel: Path, filename: str, result: Extracted) -> None:
     """Every member is listed in RECORD, and every extracted file has RECORD's sha256 and size."""
     with zipfile.ZipFile(wheel) as zf:
         names = [i.filename for i in zf.infolist() if not i.is_dir()]
