@@ -28,7 +28,7 @@ from envbox.core.errors import BuildError
 from envbox.sources import BuildContext, archive, checks, npm, wheel
 from envbox.store.layers import Recipe, Store
 
-RELEASES = Path(catalog.__file__).resolve().parent / "releases"
+RELEASES = catalog.builtin_dir()
 
 
 def ctx_for(tmp_path: Path, downloads: Path | None = None, pins=None) -> BuildContext:
