@@ -47,16 +47,23 @@ else
     mkdir -p "$data"
     "$python" -m venv "$venv"
 fi
-# A plain (not editable) install: the checkout can move or go away afterwards.
-"$venv/bin/pip" install -q --disable-pip-version-check --upgrade "$src" 2>&1 | grep -v '^WARNING: Location' >&2 || true
-"$venv/bin/python" -c 'import envbox.cli.commands' || { say "the install in $venv is broken"; exit 1; }
+# A plain (not editable) install, built from a temporary copy of the sources: the build writes
+# build/ and *.egg-info/ into the copy, never into the checkout, and the checkout can move or
+# go away afterwards.
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+tar -C "$src" --exclude=__pycache__ -cf - pyproject.toml README.md envbox profiles | tar -C "$stage" -xf -
+"$venv/bin/pip" install -q --disable-pip-version-check --upgrade "$stage" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+# -I everywhere below: the working directory (maybe this checkout) is never on the import path,
+# so what runs is the installed package and nothing writes __pycache__ into the checkout.
+(cd / && "$venv/bin/python" -I -c 'import envbox.cli.commands') || { say "the install in $venv is broken"; exit 1; }
 # Replace pip's console script with envbox's own launcher: the venv's python with -SI (no site
 # import on the fast launch path; PYTHON* variables and the user's site ignored).
-"$venv/bin/python" -m envbox.main --write-launcher "$venv/bin/envbox"
+(cd / && "$venv/bin/python" -I -m envbox.main --write-launcher "$venv/bin/envbox")
 
 mkdir -p "$bindir"
 ln -sfn "$venv/bin/envbox" "$bindir/envbox"
-say "installed envbox $("$venv/bin/python" -c 'import envbox; print(envbox.__version__)') -> $bindir/envbox"
+say "installed $("$venv/bin/envbox" --version) -> $bindir/envbox"
 case ":$PATH:" in
     *":$bindir:"*) ;;
     *) say "note: $bindir is not on your PATH; add it, e.g. export PATH=\"$bindir:\$PATH\"" ;;

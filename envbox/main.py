@@ -32,15 +32,21 @@ def main() -> None:
     sys.exit(run_cli(argv))
 
 
+def launcher_sites(imported_from: str, purelib: str) -> list[str]:
+    """The import path of the launcher: the venv's site-packages, where pip installed envbox and
+    its dependencies. The directory envbox happened to be imported from is added only when the
+    venv holds no copy of envbox (an editable install): run from inside a checkout, `python -m`
+    imports the checkout, which must not end up on the installed command's path."""
+    if os.path.isfile(os.path.join(purelib, "envbox", "__init__.py")):
+        return [purelib]
+    return [imported_from] if imported_from == purelib else [imported_from, purelib]
+
+
 def write_launcher(dest: str) -> None:
     """Write an executable `envbox` that runs this interpreter with -SI and this install."""
     import sysconfig
 
-    # Where envbox is (a source checkout for editable installs) and where its dependencies are.
-    sites = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
-    purelib = sysconfig.get_paths()["purelib"]
-    if purelib not in sites:
-        sites.append(purelib)
+    sites = launcher_sites(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), sysconfig.get_paths()["purelib"])
     from envbox.fsio import write_atomic
 
     write_atomic(dest, LAUNCHER.format(python=sys.executable, sites=sites).encode(), mode=0o755)

@@ -137,7 +137,7 @@ def prepare(
 ) -> Prepared:
     """Resolve the profile and find (or, with build=True, build) its layers."""
     lock = read_lock(lock_path(profile.path))
-    if frozen and lock is None and any(t.constraint for t in profile.tools):
+    if frozen and lock is None:  # one rule for every profile, catalog tools or not
         from envbox.core.errors import CatalogError
 
         raise CatalogError(f"--frozen: {profile.name} has no lock file", f"run 'envbox lock {profile.name}' first")

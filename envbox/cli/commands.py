@@ -9,12 +9,23 @@ from typing import List, Optional
 
 import typer
 
-from envbox.cli.common import PASS_ARGS, app, complete_profiles, envbox_paths, load_target, progress, state
+from envbox.cli.common import FROZEN_HELP, app, build_command, complete_profiles, envbox_paths, load_target, progress, state
 from envbox.core.errors import EXIT_ENVBOX, EXIT_USAGE, EnvboxError
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from envbox import __version__
+
+        print(f"envbox {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and sandbox steps.")) -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and sandbox steps."),
+    version: bool = typer.Option(False, "--version", "-V", help="Print envbox's version and exit.", callback=_print_version, is_eager=True),
+) -> None:
     """Run each app with its own tool versions at /usr/bin/..., in its own mount namespace."""
     state["debug"] = debug
 
@@ -65,22 +76,22 @@ def _layer_inputs(plan) -> list:
     return [(layer.root, signature(layer.root)) for layer in plan.layers if layer.root]
 
 
-@app.command(context_settings=PASS_ARGS)
+@app.command()
 def launch(
-    name: str = typer.Argument(..., help="Profile name.", autocompletion=complete_profiles),
+    name: Optional[str] = typer.Argument(None, help="Profile name (default: the project's envbox.yaml and its command).", autocompletion=complete_profiles),
     args: Optional[List[str]] = typer.Argument(None, help="Arguments appended to the profile's command (after --)."),
-    frozen: bool = typer.Option(False, "--frozen", help="Follow the lock file; never resolve anew."),
+    frozen: bool = typer.Option(False, "--frozen", help=FROZEN_HELP),
     allow_unenforced: bool = typer.Option(False, "--allow-unenforced", help="Run even if a limit cannot be enforced (warns)."),
 ) -> int:
     """Launch a profile's command in its environment."""
     return _launch(name, list(args or []), command=None, frozen=frozen, allow_unenforced=allow_unenforced)
 
 
-@app.command(context_settings=PASS_ARGS)
+@app.command()
 def run(
     command: Optional[List[str]] = typer.Argument(None, help="The command to run (after --)."),
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile to use (default: the project's envbox.yaml).", autocompletion=complete_profiles),
-    frozen: bool = typer.Option(False, "--frozen", help="Follow the lock file; never resolve anew."),
+    frozen: bool = typer.Option(False, "--frozen", help=FROZEN_HELP),
     allow_unenforced: bool = typer.Option(False, "--allow-unenforced", help="Run even if a limit cannot be enforced (warns)."),
 ) -> int:
     """Run any command in a profile's environment."""
@@ -91,16 +102,17 @@ def run(
 
 @app.command()
 def shell(
-    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile to use (default: the project's envbox.yaml)."),
-    frozen: bool = typer.Option(False, "--frozen", help="Follow the lock file; never resolve anew."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile to use (default: the project's envbox.yaml).", autocompletion=complete_profiles),
+    frozen: bool = typer.Option(False, "--frozen", help=FROZEN_HELP),
+    allow_unenforced: bool = typer.Option(False, "--allow-unenforced", help="Run even if a limit cannot be enforced (warns)."),
 ) -> int:
-    """Your shell ($SHELL) inside a profile's (or the project's) environment."""
-    return _launch(profile, [], command=[os.environ.get("SHELL") or "/bin/sh"], frozen=frozen, allow_unenforced=False)
+    """Your $SHELL in a profile's or the project's environment."""
+    return _launch(profile, [], command=[os.environ.get("SHELL") or "/bin/sh"], frozen=frozen, allow_unenforced=allow_unenforced)
 
 
 @app.command()
 def trust(revoke: bool = typer.Option(False, "--revoke", help="Forget the trust given to this project's file.")) -> int:
-    """Show what this project's envbox.yaml asks for, then trust it (or --revoke)."""
+    """Show what this project's envbox.yaml asks for; trust it."""
     from envbox.config import project
     from envbox.config import trust as trust_mod
     from envbox.core.errors import ProfileError
@@ -136,7 +148,7 @@ def plan(
     name: Optional[str] = typer.Argument(None, help="Profile name (default: the project's envbox.yaml).", autocompletion=complete_profiles),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> int:
-    """Show what launch would do: layers, mounts, env, limits, sandbox command."""
+    """Show what launch would do: layers, mounts, env, limits."""
     from envbox.runtime import supervisor as launch_mod
     from envbox.app.prepare import prepare
 
@@ -168,7 +180,7 @@ def _cgroup_choice(limits) -> dict:
 
 @app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> int:
-    """List the profiles envbox sees: name, scope, file, tools."""
+    """List the profiles envbox sees: name, scope, tools, file."""
     from envbox.core.profile import load_profile
     from envbox.config.scopes import all_profiles
 
@@ -192,7 +204,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
 
 @app.command()
 def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> int:
-    """Check what this machine can do for envbox (namespaces, overlayfs, cgroups, dirs)."""
+    """Check what this machine can do for envbox."""
     from envbox.app.doctor import run_checks
 
     results = run_checks(envbox_paths())
@@ -208,7 +220,7 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 
 @app.command()
 def ps(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> int:
-    """Running launches: profile, pid, backend, cgroup, memory and CPU used."""
+    """List running launches: profile, pid, memory, CPU."""
     from envbox.cgroups import control as cgroups
     from envbox.runtime.running import running_launches
 
@@ -236,10 +248,26 @@ def _usage_errors() -> tuple[type, ...]:
     return (click.ClickException,)
 
 
+def _unknown_option(exc) -> str:
+    """`envbox: unknown option ...` with the nearest option, or the command's options."""
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "envbox"
+    known = sorted({o for p in ctx.command.params for o in getattr(p, "opts", ()) if o.startswith("-")}) if ctx is not None else []
+    possibilities = sorted(getattr(exc, "possibilities", None) or [])
+    if not possibilities:
+        import difflib
+
+        possibilities = difflib.get_close_matches(exc.option_name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {' or '.join(possibilities)}?" if possibilities else f"'{where}' takes {', '.join(known)}"
+    if ctx is not None and ctx.command.name in ("launch", "run"):
+        hint += " (arguments for the app go after --)"
+    return f"envbox: unknown option {exc.option_name} for '{where}'\nhint: {hint}"
+
+
 def run_cli(argv: list[str]) -> int:
     """Run the typer app; the only place that turns errors into messages and exit codes."""
     try:
-        result = app(args=argv, prog_name="envbox", standalone_mode=False)
+        result = build_command().main(args=argv, prog_name="envbox", standalone_mode=False)
     except EnvboxError as exc:
         if state["debug"]:
             raise
@@ -252,6 +280,9 @@ def run_cli(argv: list[str]) -> int:
     except _usage_errors() as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `envbox` or `envbox desktop`
             print(exc.format_message(), file=sys.stderr)
+            return EXIT_USAGE
+        if type(exc).__name__ == "NoSuchOption":
+            print(_unknown_option(exc), file=sys.stderr)
             return EXIT_USAGE
         print(f"envbox: {exc.format_message()}", file=sys.stderr)
         print("hint: run 'envbox --help' for usage", file=sys.stderr)

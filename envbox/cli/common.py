@@ -14,9 +14,43 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-PASS_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 state = {"debug": False}
+FROZEN_HELP = "Use the profile's lock file exactly; refuse if it has none (any profile)."
+
+
+def build_command():
+    """The click command behind the typer app, with two of typer's help defects mended: with
+    click >= 8.2 an argument's help text is lost (typer sets it before click's __init__ resets
+    it), and with rich importable `[required]` is printed escaped as `\\[required]` although
+    envbox renders help without rich."""
+    import inspect
+
+    import typer.core
+    import typer.main
+
+    typer.core.HAS_RICH = False  # help only: envbox's help is plain text (rich_markup_mode=None)
+    command = typer.main.get_command(app)
+
+    def mend(cmd) -> None:
+        for sub in getattr(cmd, "commands", {}).values():
+            mend(sub)
+        if hasattr(cmd, "format_arguments"):  # newer click lists arguments itself; typer does too
+            cmd.format_arguments = lambda ctx, formatter: None
+        if cmd.callback is None:
+            return
+        try:
+            declared = inspect.signature(cmd.callback).parameters
+        except (TypeError, ValueError):
+            return
+        for param in cmd.params:
+            info = declared.get(param.name)
+            if isinstance(param, typer.core.TyperArgument) and param.help is None and info is not None:
+                param.help = getattr(info.default, "help", None)
+
+    mend(command)
+    return command
 
 
 def complete_profiles(incomplete: str) -> list[str]:

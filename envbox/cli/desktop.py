@@ -12,16 +12,17 @@ import typer
 from envbox.core.errors import EXIT_USAGE, EnvboxError
 
 desktop_app = typer.Typer(
-    help="Desktop launcher entries that start apps through envbox.",
+    help="Menu entries that start apps through envbox.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
 @desktop_app.callback()
 def _desktop() -> None:
-    """Desktop launcher entries that start apps through envbox."""
+    """Menu entries that start apps through envbox."""
 
 
 @desktop_app.command()
@@ -30,7 +31,7 @@ def install(
     source: Optional[str] = typer.Option(None, "--from", help="An existing .desktop entry to wrap (default: the profile's desktop.from)."),
     system: bool = typer.Option(False, "--system", help="For every user, in /usr/local/share/applications (root only)."),
 ) -> int:
-    """Add a launcher entry for a profile: wrap an app's own entry, or make one from the profile."""
+    """Add a menu entry for a profile (or wrap an app's entry)."""
     from envbox.desktop import files as df
     from envbox.app.prepare import load_named
 
@@ -47,7 +48,7 @@ def install(
 
 @desktop_app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> int:
-    """List envbox's launcher entries: file, profile, wrapped original and whether it changed."""
+    """List envbox's menu entries and what each wraps."""
     from envbox.desktop import files as df
 
     exists = _profile_exists(_paths())
@@ -73,7 +74,7 @@ def remove(
     name: str = typer.Argument(..., help="Profile name."),
     system: bool = typer.Option(False, "--system", help="Remove the system-wide entry (root only)."),
 ) -> int:
-    """Remove the launcher entries envbox made for a profile (and nothing else)."""
+    """Remove the menu entries envbox made for a profile."""
     from envbox.desktop import files as df
     from envbox.core.names import NAME_RULE, describe_bad_name, is_valid_name
 
@@ -91,7 +92,7 @@ def remove(
 
 @desktop_app.command()
 def sync(system: bool = typer.Option(False, "--system", help="Sync the system-wide entries (root only).")) -> int:
-    """Rewrite entries whose original or profile changed; report orphans (deletes nothing)."""
+    """Rewrite entries whose original or profile changed."""
     from envbox.desktop import files as df
     from envbox.app.prepare import load_named
 

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from envbox.cli.common import app, complete_profiles, envbox_paths, load_target, progress
+from envbox.cli.common import FROZEN_HELP, app, complete_profiles, envbox_paths, load_target, progress
 from envbox.fsio import listdir_sorted
 from envbox.core.errors import EXIT_USAGE, EnvboxError
 
@@ -49,7 +49,7 @@ def catalog(
 @app.command()
 def build(
     name: Optional[str] = typer.Argument(None, help="Profile name (default: the project's envbox.yaml).", autocompletion=complete_profiles),
-    frozen: bool = typer.Option(False, "--frozen", help="Follow the lock file; never resolve anew."),
+    frozen: bool = typer.Option(False, "--frozen", help=FROZEN_HELP),
 ) -> int:
     """Fetch and build a profile's layers ahead of time."""
     from envbox.app.prepare import prepare
@@ -63,7 +63,7 @@ def build(
 
 @app.command()
 def layers(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> int:
-    """List the layers in the store: release, size, digest, profiles using them."""
+    """List stored layers: release, size, profiles using them."""
     from envbox.app.prepare import referenced_layers
     from envbox.store.layers import Store
 
@@ -86,7 +86,7 @@ def layers(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 
 @app.command()
 def gc() -> int:
-    """Remove layers nothing references (never one a running app uses), and stale cgroups."""
+    """Remove unused layers and stale cgroups."""
     from envbox.store import layers as store_mod
     from envbox.app.prepare import referenced_layers
 
@@ -126,7 +126,7 @@ def verify() -> int:
 
 @app.command()
 def lock(name: Optional[str] = typer.Argument(None, help="Profile name (default: the project's envbox.yaml).")) -> int:
-    """Write NAME.lock beside the profile: exact releases, artifact hashes, layer digests."""
+    """Write NAME.lock: exact releases, hashes, layer digests."""
     from envbox.store.build import ensure_layers
     from envbox.core.lockfile import lock_path, render_lock
     from envbox.app.prepare import catalog_loader
@@ -154,7 +154,7 @@ def lock(name: Optional[str] = typer.Argument(None, help="Profile name (default:
 
 @app.command()
 def which(name: str = typer.Argument(..., help="Profile name."), path: str = typer.Argument(..., help="An absolute path, e.g. /usr/bin/python.")) -> int:
-    """Which layer provides PATH in a profile, and from which release."""
+    """Show which layer provides PATH in a profile."""
     from envbox.app.prepare import prepare
     from envbox.store.layers import Store
 
