@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import List, Optional
@@ -10,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from envbox.cli.common import FROZEN_HELP, app, build_command, complete_profiles, envbox_paths, load_target, progress, state
+from envbox.cli.table import emit
 from envbox.core.errors import EXIT_ENVBOX, EXIT_USAGE, EnvboxError
 
 
@@ -160,12 +160,9 @@ def plan(
     data = prepared.plan.to_json(os.environ, os.getcwd(), launch_mod.launcher_argv(), readonly=readonly)
     data["cgroup"] = _cgroup_choice(prepared.plan.limits)
     data["fields"] = dict(prepared.profile.field_origins)
-    if as_json:
-        print(json.dumps(data, indent=2))
-        return 0
     from envbox.cli.render import render_plan
 
-    print(render_plan(data))
+    emit(data, as_json=as_json, render=render_plan)
     return 0
 
 
@@ -193,12 +190,9 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
         except EnvboxError as exc:
             row.update(description="", tools={}, error=exc.message)
         rows.append(row)
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return 0
     from envbox.cli.render import render_list
 
-    print(render_list(rows))
+    emit(rows, as_json=as_json, render=render_list)
     return 0
 
 
@@ -207,14 +201,10 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     """Check what this machine can do for envbox."""
     from envbox.app.doctor import run_checks
 
+    from envbox.cli.render import render_doctor
+
     results = run_checks(envbox_paths())
-    if as_json:
-        print(json.dumps([r.to_json() for r in results], indent=2))
-    else:
-        for r in results:
-            print(f"{r.status:<4}  {r.name}: {r.detail}")
-            if r.hint and r.status != "PASS":
-                print(f"      hint: {r.hint}")
+    emit([r.to_json() for r in results], as_json=as_json, render=render_doctor)
     return 1 if any(r.status == "FAIL" for r in results) else 0
 
 
@@ -225,12 +215,9 @@ def ps(as_json: bool = typer.Option(False, "--json", help="Machine-readable outp
     from envbox.runtime.running import running_launches
 
     rows = running_launches(envbox_paths().runtime_dir, cgroups.list_running(cgroups.probe()))
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return 0
     from envbox.cli.render import render_ps
 
-    print(render_ps(rows))
+    emit(rows, as_json=as_json, render=render_ps)
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Optional
@@ -57,15 +56,10 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
         for place in (df.user_place(os.environ), df.system_place(os.environ))
         for item in df.find_installed(place)
     ]
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
-        print("no envbox desktop entries (add one with 'envbox desktop install NAME')")
-    for row in rows:
-        origin = f"wraps {row['source']} ({row['original']})" if row["source"] else "generated from the profile"
-        orphan = "  [orphan: no such profile]" if row["orphan"] else ""
-        print(f"{row['profile']:<20} {row['scope']:<6} {row['file']}  {origin}{orphan}")
+    from envbox.cli.render import render_desktop_entries
+    from envbox.cli.table import emit
+
+    emit(rows, as_json=as_json, render=render_desktop_entries)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from envbox.cli.table import Col, table
 from envbox.core.limits import format_size
 
 
@@ -27,15 +28,7 @@ def render_plan(data: dict) -> str:
         out.append("  (none)")
     out.append("argv     " + (" ".join(data["argv"]) or "(none: use 'envbox run')"))
     limits = data["limits"]
-    shown = []
-    if limits["memory"] is not None:
-        shown.append(f"memory {size_or_dash(limits['memory'])}")
-    if limits["memory_swap"] is not None:
-        shown.append(f"memory_swap {size_or_dash(limits['memory_swap'])}")
-    if limits["cpu"] is not None:
-        shown.append(f"cpu {limits['cpu']:g}")
-    if limits["pids"] is not None:
-        shown.append(f"pids {limits['pids']}")
+    shown = [f"{k} {_limit_text(k, limits[k])}" for k in ("memory", "memory_swap", "cpu", "pids") if limits[k] is not None]
     out.append("limits   " + (", ".join(shown) or "none"))
     cg = data.get("cgroup")
     if cg:
@@ -58,14 +51,30 @@ def render_plan(data: dict) -> str:
 def render_list(rows: list[dict]) -> str:
     if not rows:
         return "no profiles found"
-    out = [f"{'NAME':<16} {'SCOPE':<8} {'TOOLS':<32} FILE"]
+    out = []
     for row in rows:
         tools = ", ".join(f"{k} {v}" for k, v in row["tools"].items()) or "-"
-        note = f"  (shadowed by {row['shadowed_by']})" if row["shadowed_by"] else ""
         if row["error"]:
-            tools = "INVALID: " + row["error"]
-        out.append(f"{row['name']:<16} {row['scope']:<8} {tools:<32} {row['file']}{note}")
-    return "\n".join(out)
+            # The error names the file already (path:line: ...): keep only what follows it.
+            tools = "INVALID: " + _without_prefix(row["error"], row["file"])
+        file = row["file"] + (f" (shadowed by {row['shadowed_by']})" if row["shadowed_by"] else "")
+        out.append([row["name"], row["scope"], tools, file])
+    return table([Col("NAME"), Col("SCOPE"), Col("TOOLS", wrap=True), Col("FILE", wrap=True)], out)
+
+
+def _without_prefix(message: str, path: str) -> str:
+    if message.startswith(path + ":"):
+        rest = message[len(path) + 1:]
+        line, sep, tail = rest.partition(": ")
+        return f"line {line}: {tail}" if sep and line.isdigit() else rest.lstrip()
+    return message
+
+
+def _limit_text(key: str, value) -> str:
+    """A limit as `plan` shows it: sizes in the one size format, cpu as cores."""
+    if key in ("memory", "memory_swap"):
+        return format_size(value)
+    return f"{value:g}" if key == "cpu" else str(value)
 
 
 def render_request(profile, sha256: str) -> str:
@@ -75,7 +84,7 @@ def render_request(profile, sha256: str) -> str:
     out.append("  tools:   " + (", ".join(f"{t.tool} {t.describe()}" for t in profile.tools) or "(none)"))
     out += [f"  env:     {k}={v}" for k, v in profile.env] or ["  env:     (none)"]
     lim = profile.limits
-    shown = [f"{k} {getattr(lim, k)}" for k in ("memory", "memory_swap", "cpu", "pids") if getattr(lim, k) is not None]
+    shown = [f"{k} {_limit_text(k, getattr(lim, k))}" for k in ("memory", "memory_swap", "cpu", "pids") if getattr(lim, k) is not None]
     out.append("  limits:  " + (", ".join(shown) or "(none)"))
     if len(profile.origins) > 1:
         out.append("  extends: " + " <- ".join(path for path, _ in reversed(profile.origins)))
@@ -88,12 +97,49 @@ def render_ps(rows: list[dict]) -> str:
         return "no running launches"
     import time
 
-    out = [f"{'PROFILE':<16} {'PID':>7} {'UP':>8} {'BACKEND':<8} {'MEMORY':>10} {'CPU':>8} {'PIDS':>5}  CGROUP"]
     now = time.time()
+    out = []
     for r in rows:
         up = f"{now - r['started']:.0f}s" if r.get("started") else "-"
         cpu = f"{r['cpu_seconds']:.2f}s" if r.get("cpu_seconds") is not None else "-"
         pids = str(r["pids"]) if r.get("pids") is not None else "-"
         cgroup = r["cgroups"][0] if r["cgroups"] else "-"
-        out.append(f"{r['profile']:<16} {r['pid']:>7} {up:>8} {r['backend']:<8} {size_or_dash(r.get('memory')):>10} {cpu:>8} {pids:>5}  {cgroup}")
-    return "\n".join(out)
+        out.append([r["profile"], str(r["pid"]), up, r["backend"], size_or_dash(r.get("memory")), cpu, pids, cgroup])
+    cols = [Col("PROFILE"), Col("PID", right=True), Col("UP", right=True), Col("BACKEND"), Col("MEMORY", right=True),
+            Col("CPU", right=True), Col("PIDS", right=True), Col("CGROUP", wrap=True)]
+    return table(cols, out)
+
+
+def render_catalog(rows: list[dict]) -> str:
+    from envbox.core.catalog import source_summary
+
+    out = [[r["tool"], r["version"], r["source"]["kind"], source_summary(r["source"]), "built" if r["built"] else ""] for r in rows]
+    return table([Col("TOOL"), Col("VERSION"), Col("KIND"), Col("SOURCE", wrap=True), Col("BUILT")], out)
+
+
+def render_layers(rows: list[dict]) -> str:
+    if not rows:
+        return "no layers yet (launch or 'envbox build' a profile)"
+    out = [[r["digest"][:16], size_or_dash(r["size"]), r["label"], ", ".join(r["profiles"]) or "(unused)"] for r in rows]
+    return table([Col("DIGEST"), Col("SIZE", right=True), Col("RELEASE", wrap=True), Col("PROFILES", wrap=True)], out)
+
+
+def render_desktop_entries(rows: list[dict]) -> str:
+    if not rows:
+        return "no envbox desktop entries (add one with 'envbox desktop install NAME')"
+    out = []
+    for row in rows:
+        origin = f"wraps {row['source']} ({row['original']})" if row["source"] else "generated from the profile"
+        if row["orphan"]:
+            origin += " [orphan: no such profile]"
+        out.append([row["profile"], row["scope"], row["file"], origin])
+    return table([Col("PROFILE"), Col("SCOPE"), Col("FILE", wrap=True), Col("ORIGIN", wrap=True)], out)
+
+
+def render_doctor(rows: list[dict]) -> str:
+    out = []
+    for r in rows:
+        out.append([r["status"], r["name"], r["detail"]])
+        if r.get("hint") and r["status"] != "PASS":
+            out.append(["", "", "hint: " + r["hint"]])
+    return table([Col("STATUS"), Col("CHECK"), Col("DETAIL", wrap=True)], out)

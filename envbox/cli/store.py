@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Optional
@@ -11,6 +10,7 @@ import typer
 
 from envbox.cli.common import FROZEN_HELP, app, complete_profiles, envbox_paths, load_target, progress
 from envbox.fsio import listdir_sorted
+from envbox.cli.table import emit
 from envbox.core.errors import EXIT_USAGE, EnvboxError
 
 
@@ -35,14 +35,9 @@ def catalog(
             info = store.lookup(rel.recipe_key())
             rows.append({"tool": rel.tool, "version": rel.version, "source": rel.source, "links": dict(rel.links),
                          "description": rel.description, "origin": rel.origin, "built": info.digest if info else None})
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    from envbox.core.catalog import source_summary
+    from envbox.cli.render import render_catalog
 
-    for row in rows:
-        built = "built" if row["built"] else ""
-        print(f"{row['tool']:<8} {row['version']:<10} {row['source']['kind']:<8} {source_summary(row['source'])[:64]:<64} {built}")
+    emit(rows, as_json=as_json, render=render_catalog)
     return 0
 
 
@@ -72,15 +67,9 @@ def layers(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     refs = referenced_layers(paths, store)
     rows = [dict(info.to_json(), profiles=sorted(refs.get(info.digest, []))) for info in store.index()]
     rows.sort(key=lambda r: (r["tool"], r["version"]))
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    from envbox.cli.render import size_or_dash
+    from envbox.cli.render import render_layers
 
-    if not rows:
-        print("no layers yet (launch or 'envbox build' a profile)")
-    for r in rows:
-        print(f"{r['digest'][:16]}  {size_or_dash(r['size']):>10}  {r['label']:<48} {', '.join(r['profiles']) or '(unused)'}")
+    emit(rows, as_json=as_json, render=render_layers)
     return 0
 
 
