@@ -105,7 +105,7 @@ def with_extends(paths: Paths, profile: Profile) -> Profile:
     return result
 
 
-def load_project(paths: Paths, environ, cwd: str | None = None) -> tuple[Profile, list[str]]:
+def load_project(paths: Paths, environ, cwd: str | None = None, *, require_trust: bool = True) -> tuple[Profile, list[str]]:
     """The project file found from cwd, trust-checked, with extends merged. (profile, warnings)"""
     from envbox.config import project
     from envbox.config import trust
@@ -122,7 +122,8 @@ def load_project(paths: Paths, environ, cwd: str | None = None) -> tuple[Profile
             "create envbox.yaml, or name a profile with --profile NAME",
         )
     pf = trust.read_project_file(Path(found), uid=os.getuid())
-    trust.require_trusted(paths.trust_dir, pf)
+    if require_trust:
+        trust.require_trusted(paths.trust_dir, pf)
     profile, warnings = load_project_profile(pf.path, pf.data, pf.sha256, pf.signature)
     return with_extends(paths, profile), warnings
 

@@ -111,7 +111,10 @@ def shell(
 
 
 @app.command()
-def trust(revoke: bool = typer.Option(False, "--revoke", help="Forget the trust given to this project's file.")) -> int:
+def trust(
+    revoke: bool = typer.Option(False, "--revoke", help="Forget the trust given to this project's file."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (on a terminal trust asks before recording)."),
+) -> int:
     """Show what this project's envbox.yaml asks for; trust it."""
     from envbox.config import project
     from envbox.config import trust as trust_mod
@@ -138,9 +141,21 @@ def trust(revoke: bool = typer.Option(False, "--revoke", help="Forget the trust 
     from envbox.cli.render import render_request
 
     print(render_request(merged, pf.sha256))
+    if not yes and sys.stdin.isatty() and not _confirm(f"Trust {pf.path}? [y/N] "):
+        print(f"not trusted: {pf.path} (nothing recorded)")
+        return 1
     trust_mod.record(paths.trust_dir, pf)
     print(f"trusted {pf.path} (sha256 {pf.sha256[:16]}…); any edit or move revokes this")
     return 0
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; anything but y/yes (or end of input) is no."""
+    print(question, end="", flush=True)
+    answer = sys.stdin.readline()
+    if not answer.endswith("\n"):
+        print()
+    return answer.strip().lower() in ("y", "yes")
 
 
 @app.command()
@@ -153,17 +168,34 @@ def plan(
     from envbox.app.prepare import prepare
 
     paths = envbox_paths()
-    prepared = prepare(paths, load_target(paths, name), build=False)
+    # An untrusted project file is shown too (that is how to look before trusting it): plan
+    # only reads; it builds, downloads and runs nothing.
+    prepared = prepare(paths, load_target(paths, name, require_trust=False), build=False)
+    untrusted = prepared.profile.scope == "project" and not _is_trusted(paths, prepared.profile)
     from envbox.app.protect import protected_dirs
 
     readonly = tuple(protected_dirs(paths, create=False))
     data = prepared.plan.to_json(os.environ, os.getcwd(), launch_mod.launcher_argv(), readonly=readonly)
     data["cgroup"] = _cgroup_choice(prepared.plan.limits)
     data["fields"] = dict(prepared.profile.field_origins)
+    if prepared.profile.scope == "project":
+        data["trusted"] = not untrusted
+    if untrusted:
+        print(f"envbox: note: {prepared.profile.path} is not trusted: this is what it asks for; nothing was built or run", file=sys.stderr)
+        print(f"hint: run 'envbox trust' in {prepared.profile.path.parent} to allow it", file=sys.stderr)
     from envbox.cli.render import render_plan
 
     emit(data, as_json=as_json, render=render_plan)
     return 0
+
+
+def _is_trusted(paths, profile) -> bool:
+    from envbox.config import trust as trust_mod
+
+    try:
+        return trust_mod.is_trusted(paths.trust_dir, trust_mod.read_project_file(profile.path, uid=os.getuid()))
+    except EnvboxError:
+        return False
 
 
 def _cgroup_choice(limits) -> dict:

@@ -75,13 +75,14 @@ def progress(message: str) -> None:
         print(f"envbox: {message}", file=sys.stderr)
 
 
-def load_target(where, name: str | None):
-    """A named profile, or (name None) the trusted project file found from the working directory."""
+def load_target(where, name: str | None, *, require_trust: bool = True):
+    """A named profile, or (name None) the trusted project file found from the working directory
+    (require_trust=False: trusted or not, for commands that only show it)."""
     from envbox.app.prepare import load_named, load_project
 
     if name is not None:
         return load_named(where, name)
-    profile, warnings = load_project(where, os.environ)
+    profile, warnings = load_project(where, os.environ, require_trust=require_trust)
     for warning in warnings:
         print(f"envbox: warning: {warning}", file=sys.stderr)
     return profile

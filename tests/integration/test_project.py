@@ -26,12 +26,66 @@ def run_in(env, cwd, *args):
 
 def test_untrusted_project_never_acts(env):
     proj = make_project(env)
-    for args in (["run", "--", "true"], ["shell"], ["build"], ["plan"], ["lock"]):
+    for args in (["run", "--", "true"], ["shell"], ["build"], ["lock"], ["launch"]):
         result = run_in(env, proj, *args)
         assert result.returncode == 125, (args, result.stderr)
         assert "is not trusted" in result.stderr and "envbox trust" in result.stderr, result.stderr
         no_traceback(result)
     assert not env.store.exists(), "nothing may be built for an untrusted file"
+
+
+def test_plan_of_an_untrusted_project_shows_it_and_builds_nothing(env):
+    proj = make_project(env, PROJECT.replace("tools:\n", "tools:\n  node: \"22\"\n") + "limits: {memory: 512M}\n")
+    result = run_in(env, proj, "plan")
+    assert result.returncode == 0, result.stderr
+    assert "profile  legacy-app  (project:" in result.stdout and "memory 512 MiB" in result.stdout
+    assert "not built yet" in result.stdout
+    assert "is not trusted" in result.stderr and "nothing was built or run" in result.stderr
+    data = __import__("json").loads(run_in(env, proj, "plan", "--json").stdout)
+    assert data["trusted"] is False
+    assert not env.store.exists(), "plan of an untrusted file must build nothing"
+    assert not (env.home / ".cache" / "envbox" / "downloads").exists(), "... and download nothing"
+    assert run_in(env, proj, "run", "--", "true").returncode == 125
+
+
+def _on_a_terminal(env, cwd, args, answer: bytes) -> tuple[int, str]:
+    """Run envbox with a pseudo-terminal as stdin/stdout, typing `answer`."""
+    import pty
+    import subprocess
+
+    from conftest import envbox_bin
+
+    leader, follower = pty.openpty()
+    os.chown(os.ttyname(follower), env.uid, env.gid)
+    proc = env.popen([envbox_bin(), *args], cwd=str(cwd), stdin=follower, stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    os.write(leader, answer)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(leader)
+    return proc.wait(timeout=60), out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("answer,trusted", [(b"n\n", False), (b"\n", False), (b"y\n", True)])
+def test_trust_on_a_terminal_asks(env, answer, trusted):
+    proj = make_project(env, PROJECT + "limits: {memory: 512M}\n")
+    code, out = _on_a_terminal(env, proj, ["trust"], answer)
+    assert "asks for:" in out and "memory 512 MiB" in out and "[y/N]" in out, out
+    assert code == (0 if trusted else 1), out
+    assert (run_in(env, proj, "run", "--", "true").returncode == 0) is trusted
+
+
+def test_trust_yes_does_not_ask_on_a_terminal(env):
+    proj = make_project(env)
+    code, out = _on_a_terminal(env, proj, ["trust", "--yes"], b"")
+    assert code == 0 and "[y/N]" not in out and "trusted " in out, out
 
 
 def test_trust_then_run_then_edit_revokes(env):
