@@ -42,6 +42,8 @@ def install(
     path = df.install(place, file_name, text, profile=profile.name)
     _refresh(place.directory)
     print(f"installed {path}")
+    if source is None and profile.desktop is None:
+        print(f"note: {profile.name} has no desktop: section; the entry's name and comment come from the profile's name and description", file=sys.stderr)
     return 0
 
 

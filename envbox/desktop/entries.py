@@ -292,8 +292,15 @@ def generated_file_name(profile: str) -> str:
     return f"envbox-{profile}.desktop"
 
 
-def generate(profile: str, desktop: Desktop | None, *, launcher: str) -> str:
-    """A new entry for a profile from its `desktop:` section (all of it optional)."""
+def readable_name(profile: str) -> str:
+    """'py-host' -> 'Py Host': a menu label for a profile with no desktop.name."""
+    words = [w for w in profile.replace("_", "-").replace(".", "-").split("-") if w]
+    return " ".join(w[:1].upper() + w[1:] for w in words) or profile
+
+
+def generate(profile: str, desktop: Desktop | None, *, launcher: str, description: str = "") -> str:
+    """A new entry for a profile from its `desktop:` section (all of it optional); without one,
+    from the profile's name (made readable) and description."""
     _check_profile(profile)
     argv: list[str] = [launcher, "launch", profile]
     if desktop and desktop.mime_types:
@@ -302,9 +309,9 @@ def generate(profile: str, desktop: Desktop | None, *, launcher: str) -> str:
     try:
         fields = [
             ("Type", "Application"),
-            ("Name", escape_string((d and d.name) or profile)),
+            ("Name", escape_string((d and d.name) or readable_name(profile))),
             ("GenericName", d and d.generic_name and escape_string(d.generic_name)),
-            ("Comment", d and d.comment and escape_string(d.comment)),
+            ("Comment", escape_string(d.comment) if d and d.comment else description and escape_string(description)),
             ("Icon", d and d.icon and escape_string(d.icon)),
             ("Exec", quote_exec(argv)),
             ("Terminal", "true" if d and d.terminal else "false"),
@@ -315,7 +322,8 @@ def generate(profile: str, desktop: Desktop | None, *, launcher: str) -> str:
     except ValueError as exc:
         raise DesktopError(f"cannot write the desktop entry of {profile}: {exc}", "fix the profile's desktop: section") from None
     lines = [
-        f"# Written by 'envbox desktop install {profile}' from the profile's desktop: section.",
+        f"# Written by 'envbox desktop install {profile}' from "
+        + ("the profile's desktop: section." if desktop else "the profile's name and description (it has no desktop: section)."),
         f"[{MAIN_GROUP}]",
         *(f"{key}={value}" for key, value in fields if value),
     ]

@@ -153,7 +153,7 @@ def _original_state(mark: Mark) -> str | None:
 def entry_for(profile, *, source: str | None, launcher: str) -> tuple[str, str]:
     """(file name, text) of the entry for a profile: wrapping source, or generated."""
     if source is None:
-        return generated_file_name(profile.name), generate(profile.name, profile.desktop, launcher=launcher)
+        return generated_file_name(profile.name), generate(profile.name, profile.desktop, launcher=launcher, description=profile.description)
     source = os.path.abspath(source)
     name = os.path.basename(source)
     if not FILE_NAME_RE.fullmatch(name):

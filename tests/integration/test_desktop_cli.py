@@ -79,6 +79,21 @@ def test_generated_entry_launches_the_app_in_its_namespace(env):
     assert not os.path.lexists("/usr/bin/python"), "the host's /usr/bin/python must stay absent"
 
 
+def test_entry_for_a_profile_without_a_desktop_section(root_env):
+    env = root_env
+    result = env.envbox("desktop", "install", "py-host")
+    assert result.returncode == 0, result.stderr
+    assert "has no desktop: section" in result.stderr
+    entry = apps(env) / "envbox-py-host.desktop"
+    validate(entry)
+    text = entry.read_text()
+    assert "desktop: section." not in text.splitlines()[0], text
+    main = parse_desktop(text).group(MAIN_GROUP)
+    assert main.string("Name") == "Py Host"
+    description = __import__("yaml").safe_load((Path(__file__).resolve().parents[2] / "profiles" / "py-host.yaml").read_text())["description"]
+    assert main.string("Comment") == description
+
+
 def test_wrapped_entry_keeps_its_name_and_passes_the_field_codes(env):
     script = env.base / "fake app"  # a space in the program's path, on purpose
     script.write_text(f'#!/bin/sh\n{PY_VERSION} > "$1"\n')
