@@ -253,6 +253,22 @@ def ps(as_json: bool = typer.Option(False, "--json", help="Machine-readable outp
     return 0
 
 
+SHELLS = ("bash", "zsh", "fish")
+
+
+@app.command()
+def completion(shell: str = typer.Argument(..., help="bash, zsh or fish.", autocompletion=lambda incomplete: [s for s in SHELLS if s.startswith(incomplete)])) -> int:
+    """Print the shell completion script for bash, zsh or fish."""
+    if shell not in SHELLS:
+        raise EnvboxError(f"no completion for shell {shell!r} (envbox has bash, zsh and fish)", "e.g. envbox completion bash > /usr/share/bash-completion/completions/envbox", exit_code=EXIT_USAGE)
+    from typer._completion_shared import get_completion_script
+
+    # The same script --install-completion writes, for the shell named (never guessed from the
+    # parent process: packagers run this at build time).
+    print(get_completion_script(prog_name="envbox", complete_var="_ENVBOX_COMPLETE", shell=shell))
+    return 0
+
+
 from envbox.cli import store as cli_store  # noqa: E402,F401  (registers the store commands on app)
 from envbox.cli.desktop import desktop_app  # noqa: E402  (a sub-app; its commands import lazily)
 

@@ -64,6 +64,28 @@ def complete_profiles(incomplete: str) -> list[str]:
     return [n for n in names if n.startswith(incomplete)]
 
 
+def complete_tools(incomplete: str) -> list[str]:
+    """Tool names in the catalog (shipped, system and user catalog.d)."""
+    from envbox.app.prepare import catalog_loader
+
+    try:
+        names = catalog_loader(envbox_paths())().tools()
+    except Exception:  # completion must never print a traceback into the user's shell
+        return []
+    return [n for n in names if n.startswith(incomplete)]
+
+
+def complete_entries(incomplete: str) -> list[str]:
+    """Profiles that have an envbox desktop entry of this user."""
+    from envbox.desktop import files as df
+
+    try:
+        names = sorted({item.mark.profile for item in df.find_installed(df.user_place(os.environ))})
+    except Exception:  # completion must never print a traceback into the user's shell
+        return []
+    return [n for n in names if n.startswith(incomplete)]
+
+
 def envbox_paths():
     from envbox.config.paths import Paths
 

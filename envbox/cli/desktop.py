@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from envbox.cli.common import complete_entries, complete_profiles
 from envbox.core.errors import EXIT_USAGE, EnvboxError
 
 desktop_app = typer.Typer(
@@ -26,7 +27,7 @@ def _desktop() -> None:
 
 @desktop_app.command()
 def install(
-    name: str = typer.Argument(..., help="Profile name."),
+    name: str = typer.Argument(..., help="Profile name.", autocompletion=complete_profiles),
     source: Optional[str] = typer.Option(None, "--from", help="An existing .desktop entry to wrap (default: the profile's desktop.from)."),
     system: bool = typer.Option(False, "--system", help="For every user, in /usr/local/share/applications (root only)."),
 ) -> int:
@@ -67,7 +68,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
 
 @desktop_app.command()
 def remove(
-    name: str = typer.Argument(..., help="Profile name."),
+    name: str = typer.Argument(..., help="Profile name.", autocompletion=complete_entries),
     system: bool = typer.Option(False, "--system", help="Remove the system-wide entry (root only)."),
 ) -> int:
     """Remove the menu entries envbox made for a profile."""

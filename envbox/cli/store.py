@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from envbox.cli.common import FROZEN_HELP, app, complete_profiles, envbox_paths, load_target, progress
+from envbox.cli.common import FROZEN_HELP, app, complete_profiles, complete_tools, envbox_paths, load_target, progress
 from envbox.fsio import listdir_sorted
 from envbox.cli.table import emit
 from envbox.core.errors import EXIT_USAGE, EnvboxError
@@ -16,7 +16,7 @@ from envbox.core.errors import EXIT_USAGE, EnvboxError
 
 @app.command()
 def catalog(
-    tool: Optional[str] = typer.Argument(None, help="Only this tool."),
+    tool: Optional[str] = typer.Argument(None, help="Only this tool.", autocompletion=complete_tools),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> int:
     """List the releases envbox knows and where each comes from."""
@@ -114,7 +114,7 @@ def verify() -> int:
 
 
 @app.command()
-def lock(name: Optional[str] = typer.Argument(None, help="Profile name (default: the project's envbox.yaml).")) -> int:
+def lock(name: Optional[str] = typer.Argument(None, help="Profile name (default: the project's envbox.yaml).", autocompletion=complete_profiles)) -> int:
     """Write NAME.lock: exact releases, hashes, layer digests."""
     from envbox.store.build import ensure_layers
     from envbox.core.lockfile import lock_path, render_lock
@@ -142,7 +142,7 @@ def lock(name: Optional[str] = typer.Argument(None, help="Profile name (default:
 
 
 @app.command()
-def which(name: str = typer.Argument(..., help="Profile name."), path: str = typer.Argument(..., help="An absolute path, e.g. /usr/bin/python.")) -> int:
+def which(name: str = typer.Argument(..., help="Profile name.", autocompletion=complete_profiles), path: str = typer.Argument(..., help="An absolute path, e.g. /usr/bin/python.")) -> int:
     """Show which layer provides PATH in a profile."""
     from envbox.app.prepare import prepare
     from envbox.store.layers import Store

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, _cleanup, _make_env, need, no_traceback
+from conftest import REPO, _cleanup, _make_env, envbox_bin, need, no_traceback
 
 
 @pytest.fixture
@@ -207,3 +207,39 @@ def test_argument_help_is_plain_text(root_env, command):
     assert "\\[" not in result.stdout, result.stdout
     arguments = result.stdout.split("Arguments:\n", 1)[1].split("\n\n", 1)[0]
     assert all(len(line.split(None, 1)) == 2 for line in arguments.splitlines()), arguments
+
+
+# --- 14: completion -----------------------------------------------------------------------
+
+
+def _complete_in_bash(env, words: list[str]) -> list[str]:
+    script = env.envbox("completion", "bash")
+    assert script.returncode == 0, script.stderr
+    path = env.base / "envbox-completion.bash"
+    path.write_text(script.stdout)
+    line = " ".join(f"'{w}'" for w in words)
+    result = env.cmd(["bash", "-c", f'source {path}; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; '
+                      f'_envbox_completion {envbox_bin()}; printf "%s\\n" "${{COMPREPLY[@]}}"'])
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_completion_scripts_complete_names(root_env):
+    env = root_env
+    assert "chrome" in _complete_in_bash(env, ["envbox", "launch", ""])
+    assert _complete_in_bash(env, ["envbox", "catalog", "py"]) == ["python"]
+    assert _complete_in_bash(env, ["envbox", "which", "py-"]) == ["py-host"]
+    assert env.envbox("desktop", "install", "py-host").returncode == 0
+    assert _complete_in_bash(env, ["envbox", "desktop", "remove", ""]) == ["py-host"]
+    assert _complete_in_bash(env, ["envbox", "completion", ""]) == ["bash", "fish", "zsh"]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_prints_the_script_for_the_shell_named(root_env, shell):
+    result = root_env.envbox("completion", shell, env={"SHELL": "/bin/sh"})
+    assert result.returncode == 0 and "_ENVBOX_COMPLETE" in result.stdout, result.stderr
+
+
+def test_completion_for_an_unknown_shell_is_a_usage_error(root_env):
+    result = root_env.envbox("completion", "sh")
+    assert result.returncode == 2 and "bash, zsh and fish" in result.stderr
