@@ -288,12 +288,10 @@ def _unknown_option(exc) -> str:
     ctx = getattr(exc, "ctx", None)
     where = ctx.command_path if ctx is not None else "envbox"
     known = sorted({o for p in ctx.command.params for o in getattr(p, "opts", ()) if o.startswith("-")}) if ctx is not None else []
-    possibilities = sorted(getattr(exc, "possibilities", None) or [])
-    if not possibilities:
-        import difflib
+    import difflib
 
-        possibilities = difflib.get_close_matches(exc.option_name, known, n=1, cutoff=0.6)
-    hint = f"did you mean {' or '.join(possibilities)}?" if possibilities else f"'{where}' takes {', '.join(known)}"
+    nearest = difflib.get_close_matches(exc.option_name, [o for o in known if o.startswith("--")], n=1, cutoff=0.6)
+    hint = f"did you mean {nearest[0]}?" if nearest else f"'{where}' takes {', '.join(known)}"
     if ctx is not None and ctx.command.name in ("launch", "run"):
         hint += " (arguments for the app go after --)"
     return f"envbox: unknown option {exc.option_name} for '{where}'\nhint: {hint}"
