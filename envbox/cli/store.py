@@ -28,7 +28,9 @@ def catalog(
     store = Store(paths.store)
     tools = [tool] if tool else cat.tools()
     if tool and tool not in cat.tools():
-        raise EnvboxError(f"no tool named {tool!r} in the catalog (known: {', '.join(cat.tools())})", "run 'envbox catalog' to list them")
+        from envbox.core.catalog import unknown_tool
+
+        raise unknown_tool(tool, cat.tools())
     rows = []
     for name in tools:
         for rel in reversed(cat.of(name)):

@@ -234,12 +234,22 @@ def matches(constraint: str, version: str) -> bool:
         return False
 
 
+def unknown_tool(tool: str, known: list[str]) -> CatalogError:
+    """The error for a tool the catalog does not have, with the nearest name if one is close."""
+    import difflib
+
+    close = difflib.get_close_matches(tool, known, n=1, cutoff=0.6)
+    hint = "run 'envbox catalog' to list tools and releases"
+    if close:
+        hint = f"did you mean {close[0]!r}? ({hint})"
+    return CatalogError(f"no tool named {tool!r} in the catalog (known: {', '.join(known) or 'none'})", hint)
+
+
 def pick(catalog: Catalog, tool: str, constraint: str) -> Release:
     """The highest release of `tool` matching `constraint`. Pure."""
     candidates = catalog.of(tool)
     if not candidates:
-        known = ", ".join(catalog.tools()) or "none"
-        raise CatalogError(f"no tool named {tool!r} in the catalog (known: {known})", "run 'envbox catalog' to list tools and releases")
+        raise unknown_tool(tool, catalog.tools())
     found = [r for r in candidates if matches(constraint, r.version)]
     if not found:
         available = ", ".join(r.version for r in candidates)

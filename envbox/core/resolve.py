@@ -58,8 +58,22 @@ def resolve(profile: Profile, catalog: Callable[[], Catalog], lock: Lock | None 
         elif spec.dir:
             out.append(Resolved(spec, prefix=spec.dir.rstrip("/") or "/"))
         else:
-            out.append(Resolved(spec, release=_pick(profile, spec, catalog(), lock, frozen=frozen)))
+            try:
+                release = _pick(profile, spec, catalog(), lock, frozen=frozen)
+            except CatalogError as exc:
+                raise _located(profile, spec, exc) from None
+            out.append(Resolved(spec, release=release))
     return Resolution(profile, tuple(out))
+
+
+def _located(profile: Profile, spec: ToolSpec, exc: CatalogError) -> CatalogError:
+    """The error with the file:line of the tool's entry (through extends, the file it came from)."""
+    where = dict(profile.field_origins).get(f"tools.{spec.tool}")
+    if not where and profile.path and spec.line:
+        where = f"{profile.path}:{spec.line}"
+    if not where or exc.message.startswith(where):
+        return exc
+    return CatalogError(f"{where}: {exc.message}", exc.hint, exit_code=exc.exit_code)
 
 
 def _pick(profile: Profile, spec: ToolSpec, catalog: Catalog, lock: Lock | None, *, frozen: bool) -> Release:

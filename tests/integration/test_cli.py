@@ -121,3 +121,68 @@ def test_show_completion_scripts(root_env):
     for shell in ("bash", "zsh", "fish"):
         result = root_env.envbox("--show-completion", shell)
         assert result.returncode == 0 and "_ENVBOX_COMPLETE" in result.stdout, (shell, result.stderr)
+
+
+@pytest.mark.parametrize(
+    "text,line,message,hint",
+    [
+        ('command: [x]\ntools:\n  python: "2.6"\n', 3, "no release of python matches '2.6'", "envbox catalog python"),
+        ('command: [x]\ntools:\n  pyhton: "3"\n', 3, "no tool named 'pyhton'", "did you mean 'python'?"),
+        ('command: [x]\ndescription: d\ntools:\n  node: "22"\n  pyton: "3"\n', 5, "no tool named 'pyton'", "did you mean 'python'?"),
+    ],
+)
+def test_resolution_errors_name_file_line_and_a_suggestion(root_env, text, line, message, hint):
+    path = root_env.write_profile("broken", text)
+    for args in (["launch", "broken"], ["plan", "broken"]):
+        result = root_env.envbox(*args)
+        assert result.returncode == 125
+        first, second = result.stderr.splitlines()
+        assert first.startswith(f"envbox: {path}:{line}: {message}"), result.stderr
+        assert second.startswith("hint: ") and hint in second, result.stderr
+
+
+def test_catalog_of_an_unknown_tool_suggests_the_nearest(root_env):
+    result = root_env.envbox("catalog", "pyton")
+    assert result.returncode == 125
+    assert result.stderr.splitlines() == [
+        "envbox: no tool named 'pyton' in the catalog (known: cmake, node, python)",
+        "hint: did you mean 'python'? (run 'envbox catalog' to list tools and releases)",
+    ]
+
+
+def _columns(header: str) -> list[int]:
+    import re
+
+    return [m.start() for m in re.finditer(r"\S+", header)]
+
+
+@pytest.mark.parametrize("command", [["catalog"], ["list"], ["layers"], ["doctor"]])
+def test_tables_have_a_header_and_fit_the_terminal(root_env, command):
+    root_env.write_profile("bad", "tools:\n  python: 3.10\n")  # an INVALID row in list
+    assert root_env.envbox("build", "py-host").returncode == 0  # a row in layers
+    result = root_env.envbox(*command, env={"COLUMNS": "72"})
+    assert result.returncode in (0, 1), result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == lines[0].upper() and len(lines[0].split()) >= 3, lines[0]
+    starts = _columns(lines[0])
+    words = set(" ".join(lines).split())
+    for line in lines[1:]:
+        assert len(line) <= 72 or " " not in line.strip(), f"wider than the terminal: {line!r}"
+        # every cell starts at its column: nothing spills into the next column
+        for start in starts[1:]:
+            assert start >= len(line) or line[start - 1] == " ", (line, starts)
+    if command == ["catalog"]:
+        assert "libpython3.11-stdlib" in words, "a cell was cut mid-word"
+    if command == ["list"]:
+        bad = [l for l in lines if l.startswith("bad ")][0]
+        assert bad.count("bad.yaml") == 1 and "INVALID: line 2:" in bad, result.stdout
+
+
+def test_trust_and_plan_show_sizes_alike(root_env):
+    proj = root_env.home / "proj"
+    proj.mkdir()
+    (proj / "envbox.yaml").write_text("command: [x]\nlimits: {memory: 512M, memory_swap: 1G, cpu: 1.5}\n")
+    shown = root_env.envbox("trust", cwd=str(proj))
+    assert "limits:  memory 512 MiB, memory_swap 1 GiB, cpu 1.5" in shown.stdout, shown.stdout
+    plan = root_env.envbox("plan", cwd=str(proj))
+    assert "limits   memory 512 MiB, memory_swap 1 GiB, cpu 1.5" in plan.stdout, plan.stdout
