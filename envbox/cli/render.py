@@ -59,7 +59,7 @@ def render_list(rows: list[dict]) -> str:
             tools = "INVALID: " + _without_prefix(row["error"], row["file"])
         file = row["file"] + (f" (shadowed by {row['shadowed_by']})" if row["shadowed_by"] else "")
         out.append([row["name"], row["scope"], tools, file])
-    return table([Col("NAME"), Col("SCOPE"), Col("TOOLS", wrap=True), Col("FILE", wrap=True)], out)
+    return table([Col("NAME"), Col("SCOPE"), Col("TOOLS", wrap=True), Col("FILE")], out)
 
 
 def _without_prefix(message: str, path: str) -> str:
@@ -106,7 +106,7 @@ def render_ps(rows: list[dict]) -> str:
         cgroup = r["cgroups"][0] if r["cgroups"] else "-"
         out.append([r["profile"], str(r["pid"]), up, r["backend"], size_or_dash(r.get("memory")), cpu, pids, cgroup])
     cols = [Col("PROFILE"), Col("PID", right=True), Col("UP", right=True), Col("BACKEND"), Col("MEMORY", right=True),
-            Col("CPU", right=True), Col("PIDS", right=True), Col("CGROUP", wrap=True)]
+            Col("CPU", right=True), Col("PIDS", right=True), Col("CGROUP")]
     return table(cols, out)
 
 
@@ -121,7 +121,7 @@ def render_layers(rows: list[dict]) -> str:
     if not rows:
         return "no layers yet (launch or 'envbox build' a profile)"
     out = [[r["digest"][:16], size_or_dash(r["size"]), r["label"], ", ".join(r["profiles"]) or "(unused)"] for r in rows]
-    return table([Col("DIGEST"), Col("SIZE", right=True), Col("RELEASE", wrap=True), Col("PROFILES", wrap=True)], out)
+    return table([Col("DIGEST"), Col("SIZE", right=True), Col("RELEASE", wrap=True), Col("PROFILES")], out)
 
 
 def render_desktop_entries(rows: list[dict]) -> str:
@@ -132,8 +132,8 @@ def render_desktop_entries(rows: list[dict]) -> str:
         origin = f"wraps {row['source']} ({row['original']})" if row["source"] else "generated from the profile"
         if row["orphan"]:
             origin += " [orphan: no such profile]"
-        out.append([row["profile"], row["scope"], row["file"], origin])
-    return table([Col("PROFILE"), Col("SCOPE"), Col("FILE", wrap=True), Col("ORIGIN", wrap=True)], out)
+        out.append([row["profile"], row["scope"], origin, row["file"]])
+    return table([Col("PROFILE"), Col("SCOPE"), Col("ORIGIN", wrap=True), Col("FILE")], out)
 
 
 def render_doctor(rows: list[dict]) -> str:

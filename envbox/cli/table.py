@@ -37,22 +37,25 @@ def _lines(text: str, width: int | None) -> list[str]:
 def table(cols: Sequence[Col], rows: Sequence[Sequence[str]], *, width: int | None = None) -> str:
     """Rows under a header row; columns as wide as their widest cell. When the table is wider
     than `width` (the terminal's by default), the wrapping columns share what is left and
-    their cells continue on the next lines, at word boundaries."""
+    their cells continue on the next lines, at word boundaries. A last column that does not
+    wrap (a path) is left out of the budget: it may run past the edge, where it breaks nothing."""
     width = terminal_width() if width is None else width
     cells = [[str(c) for c in row] for row in rows]
     natural = [max([len(col.header)] + [len(row[i]) for row in cells]) for i, col in enumerate(cols)]
     limits: list[int | None] = [None] * len(cols)
-    wrapping = [i for i, col in enumerate(cols) if col.wrap]
-    total = sum(natural) + len(GAP) * (len(cols) - 1)
-    if total > width and wrapping:
-        fixed = sum(n for i, n in enumerate(natural) if i not in wrapping) + len(GAP) * (len(cols) - 1)
-        share = max(MIN_WRAP, (width - fixed) // len(wrapping))
+    budgeted = range(len(cols) if cols[-1].wrap else len(cols) - 1)
+    wrapping = [i for i in budgeted if cols[i].wrap]
+    gaps = len(GAP) * len(budgeted)
+    if sum(natural[i] for i in budgeted) + gaps > width and wrapping:
+        fixed = sum(natural[i] for i in budgeted if i not in wrapping) + gaps
+        share = (width - fixed) // len(wrapping)
         for i in wrapping:
-            limits[i] = min(natural[i], share)
+            longest_word = max((len(w) for row in cells for w in row[i].split()), default=0)
+            limits[i] = min(natural[i], max(share, MIN_WRAP, longest_word))
+    widths = [limits[i] or natural[i] for i in range(len(cols))]
     out = []
     for row in [[col.header for col in cols]] + cells:
         parts = [_lines(cell, limits[i]) for i, cell in enumerate(row)]
-        widths = [limits[i] or natural[i] for i in range(len(cols))]
         for n in range(max(len(p) for p in parts)):
             line = []
             for i, col in enumerate(cols):

@@ -156,7 +156,7 @@ def _columns(header: str) -> list[int]:
     return [m.start() for m in re.finditer(r"\S+", header)]
 
 
-@pytest.mark.parametrize("command", [["catalog"], ["list"], ["layers"], ["doctor"]])
+@pytest.mark.parametrize("command", [["catalog"], ["list"], ["layers"]])
 def test_tables_have_a_header_and_fit_the_terminal(root_env, command):
     root_env.write_profile("bad", "tools:\n  python: 3.10\n")  # an INVALID row in list
     assert root_env.envbox("build", "py-host").returncode == 0  # a row in layers
@@ -167,7 +167,8 @@ def test_tables_have_a_header_and_fit_the_terminal(root_env, command):
     starts = _columns(lines[0])
     words = set(" ".join(lines).split())
     for line in lines[1:]:
-        assert len(line) <= 72 or " " not in line.strip(), f"wider than the terminal: {line!r}"
+        # (a last column holding a path may run past the edge: it is the last thing on the line)
+        assert len(line[: starts[-1]].rstrip()) <= 72, f"wider than the terminal: {line!r}"
         # every cell starts at its column: nothing spills into the next column
         for start in starts[1:]:
             assert start >= len(line) or line[start - 1] == " ", (line, starts)
