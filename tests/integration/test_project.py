@@ -79,7 +79,7 @@ def test_trust_on_a_terminal_asks(env, answer, trusted):
     code, out = _on_a_terminal(env, proj, ["trust"], answer)
     assert "asks for:" in out and "memory 512 MiB" in out and "[y/N]" in out, out
     assert code == (0 if trusted else 1), out
-    assert (run_in(env, proj, "run", "--", "true").returncode == 0) is trusted
+    assert __import__("json").loads(run_in(env, proj, "plan", "--json").stdout)["trusted"] is trusted
 
 
 def test_trust_yes_does_not_ask_on_a_terminal(env):
