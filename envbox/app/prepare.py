@@ -150,8 +150,23 @@ def prepare(
         stored = {tool: to_stored(info) for tool, info in infos.items()}
     else:
         stored = find_layers(resolution, store)
+    _refuse_damaged(paths, resolution, stored)
     plan = build_plan(resolution, stored, uid=os.getuid())
     return Prepared(profile, resolution, plan, lock)
+
+
+def _refuse_damaged(paths: Paths, resolution: Resolution, stored: dict) -> None:
+    """A layer that failed verification is never used until it is whole again or repaired."""
+    from envbox.core.errors import EnvboxError
+    from envbox.store import damage
+
+    for item in resolution.tools:
+        layer = stored.get(item.spec.tool)
+        if layer is not None and damage.is_marked(paths.store, layer.digest):
+            raise EnvboxError(
+                f"the layer of {item.label()} ({layer.digest[:16]}) failed verification",
+                "run 'envbox repair' to remove it and build it again",
+            )
 
 
 def _check_conflicts(profile: Profile, resolution: Resolution, infos: dict, store: Store) -> None:

@@ -49,7 +49,7 @@ def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | Non
         from envbox.app.prepare import remember_project
 
         remember_project(paths, profile)
-    entry = plancache_writer.make_entry(paths, plan.to_cache(), inputs + _layer_inputs(plan), os.environ)
+    entry = plancache_writer.make_entry(paths, plan.to_cache(), inputs + _layer_inputs(paths, plan), os.environ)
     if not frozen and not _trust_record_vanished(paths, profile, inputs):
         plancache_writer.write(paths, cache_key(profile.name, str(profile.path) if profile.scope == "project" else None), entry)
     if command is None and not plan.argv:
@@ -70,10 +70,14 @@ def _trust_record_vanished(paths, profile, inputs) -> bool:
     return any(path == record and sig is None for path, sig in inputs)
 
 
-def _layer_inputs(plan) -> list:
+def _layer_inputs(paths, plan) -> list:
+    """Each layer directory, and the mark `envbox verify` would put on it (absent now): a layer
+    marked damaged invalidates the cached plan, so the fast path never launches it either."""
     from envbox.core.digests import signature
+    from envbox.store.damage import marker
 
-    return [(layer.root, signature(layer.root)) for layer in plan.layers if layer.root]
+    out = [(layer.root, signature(layer.root)) for layer in plan.layers if layer.root]
+    return out + [(str(marker(paths.store, layer.digest)), None) for layer in plan.layers if layer.root and layer.digest]
 
 
 @app.command()

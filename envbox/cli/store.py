@@ -97,22 +97,76 @@ def gc() -> int:
     return 0
 
 
+def _check(store) -> tuple[list, set[str]]:
+    """verify, and mark what failed (and unmark what is whole again): (problems, damaged)."""
+    from envbox.store import damage
+    from envbox.store import layers as store_mod
+
+    problems = store_mod.verify(store)
+    damaged = {p.what for p in problems if store_mod._is_digest(p.what)}
+    for digest in damaged:
+        damage.mark(store.root, digest)
+    for digest in set(damage.marked(store.root)) - damaged:
+        if (store.root / "layers" / digest).is_dir() or not os.path.lexists(store.root / "layers" / digest):
+            damage.clear(store.root, digest)  # checked whole now, or gone
+    return problems, damaged
+
+
 @app.command()
 def verify() -> int:
     """Check every stored layer against its recorded digest."""
     from envbox.store import layers as store_mod
 
     store = store_mod.Store(envbox_paths().store)
-    problems = store_mod.verify(store)
+    problems, damaged = _check(store)
     for p in problems:
         print(f"{p.what}: {p.message}")
     count = len(listdir_sorted(store.root / "layers"))
     if problems:
         print(f"envbox: {len(problems)} problem(s) in the store at {store.root}", file=sys.stderr)
-        print("hint: 'envbox gc' removes unreferenced layers; delete a damaged layer's directory and launch again to rebuild it", file=sys.stderr)
+        if damaged:
+            print(f"envbox: {len(damaged)} damaged layer(s) will not be used until repaired", file=sys.stderr)
+        print("hint: run 'envbox repair' to remove what is damaged and build it again", file=sys.stderr)
         return 1
     print(f"verify: {count} layer(s) OK", file=sys.stderr)
     return 0
+
+
+@app.command()
+def repair() -> int:
+    """Remove damaged layers and build again what profiles need."""
+    from envbox.app.prepare import load_named, prepare, referenced_layers
+    from envbox.store import damage
+    from envbox.store import layers as store_mod
+
+    paths = envbox_paths()
+    store = store_mod.Store(paths.store)
+    problems, damaged = _check(store)
+    damaged |= {d for d in damage.marked(store.root) if os.path.lexists(store.root / "layers" / d)}
+    if not problems and not damaged:
+        print("repair: nothing to repair", file=sys.stderr)
+        return 0
+    users = referenced_layers(paths, store)
+    everything = set(store_mod._listdir(store.root / "layers"))
+    # gc's removal, for exactly the damaged layers: index entries first, then the layer as a
+    # whole (renamed away, then deleted); a layer a running app holds is left for later.
+    removed, busy = store_mod.gc(store, everything - damaged)
+    for digest in removed:
+        damage.clear(store.root, digest)
+        print(f"removed {digest[:16]} (damaged)")
+    for digest in busy:
+        print(f"kept {digest[:16]} (damaged, but in use by a running app: run 'envbox repair' again after it exits)")
+    failed = 0
+    for name in sorted({n for d in removed for n in users.get(d, [])}):
+        try:
+            prepare(paths, load_named(paths, name), build=True, progress=progress)
+        except EnvboxError as exc:
+            failed += 1
+            print(f"envbox: could not rebuild {name}: {exc.message}", file=sys.stderr)
+            continue
+        print(f"rebuilt {name}")
+    print(f"repair: {len(removed)} layer(s) removed, {len(busy)} in use, {failed} rebuild(s) failed", file=sys.stderr)
+    return 1 if busy or failed else 0
 
 
 @app.command()

@@ -244,3 +244,29 @@ def test_completion_prints_the_script_for_the_shell_named(root_env, shell):
 def test_completion_for_an_unknown_shell_is_a_usage_error(root_env):
     result = root_env.envbox("completion", "sh")
     assert result.returncode == 2 and "bash, zsh and fish" in result.stderr
+
+
+# --- 15: repair ---------------------------------------------------------------------------
+
+
+def test_a_damaged_layer_is_never_launched_and_repair_rebuilds_it(env):
+    assert env.envbox("launch", "py-host", "--", "-c", "pass").returncode == 0  # built, plan cached
+    (digest,) = os.listdir(env.store / "layers")
+    layer = env.store / "layers" / digest
+    os.chmod(layer, 0o755)
+    (layer / "planted").write_text("not from the release\n")  # what a half-finished rm or an edit leaves
+    env.give(layer)
+    checked = env.envbox("verify")
+    assert checked.returncode == 1 and "envbox repair" in checked.stderr, checked.stderr
+    for _ in range(2):  # the cached plan too: never the damaged layer
+        launched = env.envbox("launch", "py-host", "--", "-c", "print('ran')")
+        assert launched.returncode == 125 and "failed verification" in launched.stderr, launched.stdout + launched.stderr
+        assert "ran" not in launched.stdout
+    repaired = env.envbox("repair")
+    assert repaired.returncode == 0, repaired.stderr
+    assert f"removed {digest[:16]} (damaged)" in repaired.stdout and "rebuilt py-host" in repaired.stdout
+    assert env.envbox("verify").returncode == 0
+    assert not (env.store / "layers" / digest / "planted").exists()
+    launched = env.envbox("launch", "py-host", "--", "-c", "print('ran')")
+    assert launched.returncode == 0 and launched.stdout == "ran\n", launched.stderr
+    assert env.envbox("repair").stderr.strip() == "repair: nothing to repair"
