@@ -176,6 +176,29 @@ def shared_cache(env: Env) -> None:
     env.vars["ENVBOX_CACHE_DIR"] = str(path)
 
 
+def private_cache(env: Env) -> None:
+    """Like shared_cache, but a copy (hard links: no bytes copied) that this test's `envbox gc`
+    may prune without taking downloads from other tests."""
+    shared = Path(f"/tmp/envbox-test-downloads-{env.mode}")
+    mine = env.base / "cache"
+    if shared.is_dir():
+        subprocess.run(["cp", "-al", str(shared), str(mine)], check=True)
+        shutil.rmtree(mine / "plans", ignore_errors=True)
+        # Files envbox rewrites in place (apt.conf names its own directory, the stamps, the lock)
+        # must not stay shared: each gets a copy of its own. Lists, index copies and downloads
+        # are only ever replaced by rename, which leaves the shared file alone.
+        for suite in (mine / "downloads" / "apt").glob("*-*"):
+            for path in [suite / "apt.conf", suite / "sources.list", suite / ".lock", suite / "updated", *suite.glob("state/*")]:
+                if path.is_file():
+                    data = path.read_bytes()
+                    path.unlink()
+                    path.write_bytes(data)
+    else:
+        mine.mkdir()
+    env.give(mine)
+    env.vars["ENVBOX_CACHE_DIR"] = str(mine)
+
+
 @pytest.fixture(params=["root", "rootless"])
 def env(request) -> Env:
     e = _make_env(request.param)

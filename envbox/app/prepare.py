@@ -219,13 +219,12 @@ def _known_projects(paths: Paths) -> list[Profile]:
     return out
 
 
-def referenced_layers(paths: Paths, store: Store) -> dict[str, list[str]]:
-    """digest -> the profiles (and trusted project files that launched before) using it now or
-    in their lock files."""
+def profiles_in_use(paths: Paths) -> list[tuple[Profile, Lock | None, Resolution]]:
+    """Every named profile that is not shadowed and every trusted project file that launched
+    before, resolved (with its lock). Broken ones are left out: `envbox list` reports them."""
     from envbox.core.errors import EnvboxError
     from envbox.config.scopes import all_profiles
 
-    refs: dict[str, list[str]] = {}
     load = catalog_loader(paths)
     profiles = []
     for ref, shadow in all_profiles(paths):
@@ -233,17 +232,43 @@ def referenced_layers(paths: Paths, store: Store) -> dict[str, list[str]]:
             try:
                 profiles.append(with_extends(paths, load_profile(ref.path, ref.scope)))
             except EnvboxError:
-                continue  # a broken profile references nothing; `envbox list` reports it
+                continue
     profiles += _known_projects(paths)
+    out = []
     for profile in profiles:
         try:
             lock = read_lock(lock_path(profile.path))
-            resolution = resolve(profile, load, lock)
+            out.append((profile, lock, resolve(profile, load, lock)))
         except EnvboxError:
             continue
+    return out
+
+
+def referenced_layers(paths: Paths, store: Store) -> dict[str, list[str]]:
+    """digest -> the profiles (and trusted project files that launched before) using it now or
+    in their lock files."""
+    refs: dict[str, list[str]] = {}
+    for profile, lock, resolution in profiles_in_use(paths):
         digests = {s.digest for s in find_layers(resolution, store).values()}
         if lock:
             digests |= {t.digest for t in lock.tools.values()}
         for digest in digests:
             refs.setdefault(digest, []).append(profile.name)
     return refs
+
+
+def cache_needs(paths: Paths, layers: list) -> tuple[set[str], set[str]]:
+    """(sha256 of every download one of `layers` (the stored layers that stay) or a lock file
+    names, Debian suites that still have a layer to build for a profile in use): what
+    `envbox gc` keeps in the download cache."""
+    store = Store(paths.store)
+    keep = {a.get("sha256") for info in layers for a in info.artifacts if isinstance(a, dict)}
+    pending = set()
+    for profile, lock, resolution in profiles_in_use(paths):
+        if lock:
+            keep |= {sha for t in lock.tools.values() for _, sha in t.artifacts}
+        built = find_layers(resolution, store)
+        for item in resolution.tools:
+            if item.release is not None and item.spec.tool not in built and item.release.source.get("kind") == "deb":
+                pending.add(item.release.source.get("suite"))
+    return {k for k in keep if isinstance(k, str)}, pending

@@ -143,3 +143,8 @@ def render_doctor(rows: list[dict]) -> str:
         if r.get("hint") and r["status"] != "PASS":
             out.append(["", "", "hint: " + r["hint"]])
     return table([Col("STATUS"), Col("CHECK"), Col("DETAIL", wrap=True)], out)
+
+
+def render_removals(rows: list[tuple[str, int, str]]) -> str:
+    """What gc removes (or would): item, size, why."""
+    return table([Col("ITEM"), Col("SIZE", right=True), Col("WHY")], [[item, format_size(size), why] for item, size, why in rows])

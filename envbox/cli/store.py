@@ -76,24 +76,52 @@ def layers(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 
 
 @app.command()
-def gc() -> int:
-    """Remove unused layers and stale cgroups."""
+def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be removed, with sizes; remove nothing.")) -> int:
+    """Remove unused layers, stale cgroups and cached downloads."""
+    from envbox.app.prepare import cache_needs, referenced_layers
+    from envbox.cli.render import render_removals
+    from envbox.store import cacheprune
     from envbox.store import layers as store_mod
-    from envbox.app.prepare import referenced_layers
 
     paths = envbox_paths()
     store = store_mod.Store(paths.store)
+    infos = {info.digest: info for info in store.index()}
     keep = set(referenced_layers(paths, store))
-    removed, busy = store_mod.gc(store, keep)
-    for digest in removed:
-        print(f"removed {digest[:16]}")
+    rows = []
+    if dry_run:
+        unused = [d for d in store_mod._listdir(store.root / "layers") if store_mod._is_digest(d) and d not in keep]
+        busy: list[str] = []
+    else:
+        unused, busy = store_mod.gc(store, keep)
+    for digest in unused:
+        info = infos.get(digest)
+        size = info.size if info else cacheprune.size_of(store.layer_dir(digest))
+        rows.append((f"layer {digest[:16]}", size, (info.label if info else "not indexed") + ": no profile uses it"))
     for digest in busy:
-        print(f"kept {digest[:16]} (in use by a running app)")
-    from envbox.cgroups import control as cgroups
+        print(f"kept {digest[:16]} (in use by a running app)", file=sys.stderr)
+    # The download cache, once the layers that go are known (their downloads go with them).
+    kept_layers = [info for digest, info in infos.items() if digest not in unused]
+    needed, pending = cache_needs(paths, kept_layers)
+    items = cacheprune.plan(paths.downloads, keep_sha256=needed, pending_suites=pending)
+    if not dry_run:
+        items = cacheprune.apply(items, paths.downloads)
+    rows += [(str(item.path.relative_to(paths.downloads)), item.size, item.what) for item in items]
+    if rows:
+        print(render_removals(rows))
+    if not dry_run:
+        from envbox.cgroups import control as cgroups
 
-    for path in cgroups.cleanup_stale(cgroups.probe(), kill=True):
-        print(f"removed stale cgroup {path}")
-    print(f"gc: {len(removed)} layer(s) removed, {len(keep)} referenced, {len(busy)} in use", file=sys.stderr)
+        for path in cgroups.cleanup_stale(cgroups.probe(), kill=True):
+            print(f"removed stale cgroup {path}")
+    from envbox.core.limits import format_size
+
+    total = format_size(sum(size for _, size, _ in rows))
+    layers_gone = sum(1 for what, _, _ in rows if what.startswith("layer "))
+    counts = f"{layers_gone} layer(s), {len(rows) - layers_gone} cached download file(s)"
+    if dry_run:
+        print(f"gc: would free {total}: {counts}; {len(keep)} layer(s) referenced (--dry-run: nothing removed)", file=sys.stderr)
+    else:
+        print(f"gc: freed {total}: {counts}; {len(keep)} layer(s) referenced, {len(busy)} in use", file=sys.stderr)
     return 0
 
 

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import no_traceback, shared_cache
+from conftest import private_cache, no_traceback, shared_cache
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
@@ -142,7 +142,7 @@ def test_lock_file_pins_and_frozen(root_env):
 def test_gc_keeps_referenced_and_in_use_layers(root_env):
     """(3.9: no bundled profile uses it, so only these two profiles reference its layer.)"""
     env = root_env
-    shared_cache(env)
+    private_cache(env)  # gc prunes the download cache too
     env.write_profile("old", "command: [/usr/bin/python, -c]\ntools:\n  python: \"3.9\"\n")
     env.write_profile("tmpuse", "command: [/usr/bin/python, -c]\ntools:\n  python: \"3.9\"\n")
     assert env.envbox("build", "old", timeout=600).returncode == 0
