@@ -160,3 +160,42 @@ def test_gc_keeps_referenced_and_in_use_layers(root_env):
     result = env.envbox("gc")
     assert "removed" in result.stdout
     assert list((env.store / "layers").iterdir()) == []
+
+
+def _tree_size(path) -> int:
+    return sum(os.lstat(os.path.join(top, n)).st_size for top, _, files in os.walk(path) for n in files)
+
+
+def test_gc_prunes_the_download_cache_to_what_later_builds_need(root_env):
+    """After building Python 2.7 only: gc --dry-run shows sizes and removes nothing; gc keeps
+    the layer's own downloads (a repair rebuilds from them) and drops apt lists no pending
+    build needs, and downloads nothing uses."""
+    import json
+
+    env = root_env
+    private_cache(env)
+    downloads = env.base / "cache" / "downloads"
+    env.write_profile("old", "command: [/usr/bin/python, -c]\ntools:\n  python: \"2.7\"\n")
+    assert env.envbox("build", "old", timeout=600).returncode == 0
+    (index,) = (env.store / "index").iterdir()
+    own = {a["sha256"] for a in json.loads(index.read_text())["artifacts"]}
+    before = _tree_size(downloads)
+    dry = env.envbox("gc", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines()[0].split() == ["ITEM", "SIZE", "WHY"]
+    assert any(line.startswith("apt/bullseye-") and "/lists " in line and "MiB" in line for line in dry.stdout.splitlines()), dry.stdout
+    assert "would free" in dry.stderr and "nothing removed" in dry.stderr
+    assert _tree_size(downloads) == before, "--dry-run removed something"
+    done = env.envbox("gc")
+    assert done.returncode == 0, done.stderr
+    assert not list(downloads.glob("apt/bullseye-*/lists")), "bullseye has nothing left to build"
+    assert own <= set(os.listdir(downloads / "sha256")), "the layer's own downloads stay"
+    assert set(os.listdir(downloads / "sha256")) - own == set(), "downloads nothing uses go"
+    assert _tree_size(downloads) < before
+    # What stays is what the README says: the packages of Python 2.7 (~5 MB), nothing else big.
+    assert _tree_size(downloads) < 8 * 2**20 + sum(_tree_size(p) for p in downloads.glob("apt/trixie-*")), _tree_size(downloads)
+    # A repair after all that rebuilds offline from the kept downloads.
+    (digest,) = os.listdir(env.store / "layers")
+    os.chmod(env.store / "layers" / digest, 0o755)
+    (env.store / "layers" / digest / "planted").write_text("x")
+    assert env.envbox("repair", env={"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}, timeout=600).returncode == 0
