@@ -4,8 +4,9 @@ The cache (`$XDG_CACHE_HOME/envbox/downloads`) holds downloaded artifacts by sha
 sha512 link and an origin note each), and per Debian suite apt's own lists plus envbox's parsed
 copies of them (`apt/<suite>-<arch>-<hash>/lists`, `.../index`) and computed dependency
 closures (`apt/closures`). Kept: the artifacts of every stored layer and every lock file of a
-profile in use (a repair rebuilds from them, offline), and the apt lists of the suites that
-still have a layer to build. Everything else is only a head start that a later build can
+profile in use (a repair or a lock check finds them without downloading again), and the apt
+lists of the suites that still have a layer to build (fresh ones: lists a day old are
+refreshed by the next build anyway). Everything else is only a head start that a later build can
 redo: lists of suites whose layers are all built (a later build runs `apt-get update` again,
 as it does anyway once lists are a day old), stale closures, unreferenced artifacts, and
 leftovers of interrupted downloads.
