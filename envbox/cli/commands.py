@@ -24,10 +24,12 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and sandbox steps."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show notes about builds that need no action."),
     version: bool = typer.Option(False, "--version", "-V", help="Print envbox's version and exit.", callback=_print_version, is_eager=True),
 ) -> None:
     """Run each app with its own tool versions at /usr/bin/..., in its own mount namespace."""
     state["debug"] = debug
+    state["verbose"] = verbose
 
 
 def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | None, frozen: bool, allow_unenforced: bool) -> int:
@@ -43,7 +45,8 @@ def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | Non
         raise EnvboxError("the current directory no longer exists", "cd to an existing directory") from None
     profile = load_target(paths, name)
     inputs = plan_inputs(paths, profile)
-    prepared = prepare(paths, profile, build=True, frozen=frozen, progress=progress)
+    with progress() as shown:  # gone before the app gets the terminal
+        prepared = prepare(paths, profile, build=True, frozen=frozen, progress=shown)
     plan = prepared.plan
     if profile.scope == "project":
         from envbox.app.prepare import remember_project

@@ -16,7 +16,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-state = {"debug": False}
+state = {"debug": False, "verbose": False}
 FROZEN_HELP = "Use the profile's lock file exactly; refuse if it has none (any profile)."
 
 
@@ -92,9 +92,11 @@ def envbox_paths():
     return Paths.from_env()
 
 
-def progress(message: str) -> None:
-    if sys.stderr.isatty():
-        print(f"envbox: {message}", file=sys.stderr)
+def progress():
+    """The build progress display (envbox.cli.progress): `with progress() as p: prepare(..., progress=p)`."""
+    from envbox.cli.progress import Display
+
+    return Display(verbose=state["verbose"])
 
 
 def load_target(where, name: str | None, *, require_trust: bool = True):

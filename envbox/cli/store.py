@@ -52,7 +52,8 @@ def build(
     from envbox.app.prepare import prepare
 
     paths = envbox_paths()
-    prepared = prepare(paths, load_target(paths, name), build=True, frozen=frozen, progress=progress)
+    with progress() as shown:
+        prepared = prepare(paths, load_target(paths, name), build=True, frozen=frozen, progress=shown)
     for layer in prepared.plan.layers:
         print(f"{layer.tool:<10} {layer.label}  {layer.root}")
     return 0
@@ -187,7 +188,8 @@ def repair() -> int:
     failed = 0
     for name in sorted({n for d in removed for n in users.get(d, [])}):
         try:
-            prepare(paths, load_named(paths, name), build=True, progress=progress)
+            with progress() as shown:
+                prepare(paths, load_named(paths, name), build=True, progress=shown)
         except EnvboxError as exc:
             failed += 1
             print(f"envbox: could not rebuild {name}: {exc.message}", file=sys.stderr)
@@ -210,7 +212,8 @@ def lock(name: Optional[str] = typer.Argument(None, help="Profile name (default:
     paths = envbox_paths()
     profile = load_target(paths, name)
     resolution = resolve(profile, catalog_loader(paths))  # anew: a lock records the current best
-    infos = ensure_layers(resolution, Store(paths.store), paths, progress=progress)
+    with progress() as shown:
+        infos = ensure_layers(resolution, Store(paths.store), paths, progress=shown)
     entries = {}
     for item in resolution.tools:
         if item.release is None:

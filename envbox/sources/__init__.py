@@ -44,6 +44,18 @@ def _no_progress(message: str) -> None:
     return None
 
 
+# What a build reports goes to ctx.progress, a callable taking one line per phase. A display
+# that can do more (envbox.cli.progress) also has `bytes(label, done, total)` for downloads
+# and `detail(text)` for notes a user can do nothing about (shown only with --verbose); plain
+# callables get a line per byte report and no details.
+
+
+def report_detail(progress: Callable[[str], None], text: str) -> None:
+    detail = getattr(progress, "detail", None)
+    if detail is not None:
+        detail(text)
+
+
 @dataclass(frozen=True)
 class BuildContext:
     root: Path  # the layer root to fill; empty and private to this build

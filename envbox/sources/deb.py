@@ -20,6 +20,7 @@ import platform
 import re
 import shutil
 import subprocess
+import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ from typing import Any, Mapping
 from envbox.sources import debclosure
 from envbox.core.errors import BuildError
 from envbox.core.names import NAME_RULE, is_valid_name
-from envbox.sources import Artifact, BuildContext
+from envbox.sources import Artifact, BuildContext, report_detail
 
 KIND = "deb"
 SPEC_KEYS = ("kind", "suite", "packages", "skip", "force", "private", "strip")
@@ -170,7 +171,7 @@ def resolve(spec: Mapping[str, Any], ctx: BuildContext, *, mirror: Mirror, statu
         _write_closure(cache, closure)
     ctx.progress(f"deb: {suite}: {len(closure.packages)} packages, {closure.size / 1e6:.1f} MB (resolved in {time.monotonic() - start:.1f} s)")
     for warning in closure.warnings:
-        ctx.progress(f"deb: warning: {warning}")
+        report_detail(ctx.progress, f"deb: {warning}")  # facts of the archive, nothing to act on
     return closure
 
 
@@ -360,11 +361,24 @@ def fetch_debs(packages, ctx: BuildContext) -> list[tuple[Artifact, Path]]:
         if not re.fullmatch(r"[0-9a-f]{64}", pkg.sha256):
             raise BuildError(f"{pkg.name} {pkg.version} has no SHA256 in the index", "the package index looks damaged; update it")
     missing = [p for p in packages if not (ctx.downloads / "sha256" / p.sha256).is_file()]
+    total = sum(p.size for p in missing)
     if missing:
-        ctx.progress(f"deb: downloading {len(missing)} packages, {sum(p.size for p in missing) / 1e6:.1f} MB")
+        ctx.progress(f"deb: downloading {len(missing)} packages, {total / 1e6:.1f} MB")
+    # One counter for all packages (they download four at a time), where the display has one.
+    report = fetch.line_progress(f"{len(missing)} packages", ctx.progress) if hasattr(ctx.progress, "bytes") else (lambda d, t: None)
+    done: dict[str, int] = {}
+    counting = threading.Lock()
+
+    def counted(key: str):
+        def progress(size: int, _total: int | None) -> None:
+            with counting:
+                done[key] = size
+                report(sum(done.values()), total)
+
+        return progress
 
     def one(pkg) -> fetch.Download:
-        return fetch.fetch(f"{pkg.origin}/{pkg.filename}", ctx.downloads, name=pkg.deb_name, sha256=pkg.sha256)
+        return fetch.fetch(f"{pkg.origin}/{pkg.filename}", ctx.downloads, name=pkg.deb_name, sha256=pkg.sha256, progress=counted(pkg.sha256))
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         done = list(pool.map(one, packages))

@@ -41,7 +41,11 @@ class Download:
 
 
 def line_progress(label: str, emit: Callable[[str], None]) -> Progress:
-    """A byte-progress callback that emits one human line per report."""
+    """A byte-progress callback: to the display's byte counter where it has one (see
+    envbox.sources), otherwise one human line per report."""
+    counter = getattr(emit, "bytes", None)
+    if counter is not None:
+        return lambda done, total: counter(label, done, total)
 
     def report(done: int, total: int | None) -> None:
         of = f" of {total / 1e6:.1f}" if total else ""

@@ -15,6 +15,7 @@ from typing import Callable
 from envbox.store import treedigest
 from envbox.fsio import listdir_sorted, pid_alive, unlink_quiet, write_text_atomic
 from envbox.core.errors import BuildError, EnvboxError
+from envbox.core.limits import format_size
 
 LOCK_TIMEOUT = 600.0  # seconds a builder waits for another builder of the same layer (ENVBOX_LOCK_TIMEOUT)
 
@@ -123,6 +124,7 @@ class Store:
         work.mkdir()
         try:
             progress(f"building {recipe.label}")
+            started = time.monotonic()
             crash_point("build")
             artifacts = recipe.fill(root, work)
             _make_links(root, recipe.links)
@@ -156,7 +158,7 @@ class Store:
             crash_point("index")
             write_text_atomic(self._index_file(recipe.key), json.dumps(info.to_json(), indent=1))
             self._log(f"built {digest} {recipe.key} {recipe.label}")
-            progress(f"built {recipe.label}: {info.size / 1e6:.1f} MB, {info.files} files")
+            progress(f"built {recipe.label}: {format_size(info.size)}, {info.files} files, {time.monotonic() - started:.1f} s")
             return info
         finally:
             _thaw(tmp)

@@ -270,3 +270,15 @@ def test_a_damaged_layer_is_never_launched_and_repair_rebuilds_it(env):
     launched = env.envbox("launch", "py-host", "--", "-c", "print('ran')")
     assert launched.returncode == 0 and launched.stdout == "ran\n", launched.stderr
     assert env.envbox("repair").stderr.strip() == "repair: nothing to repair"
+
+
+# --- 9: progress when output is not a terminal --------------------------------------------
+
+
+def test_a_build_says_what_it_does_when_output_is_redirected(root_env):
+    result = root_env.envbox("build", "py-host")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == "envbox: building python -> /usr/bin/python3.11 (host)", lines
+    assert lines[-1].startswith("envbox: built python -> /usr/bin/python3.11 (host): ") and lines[-1].endswith(" s"), lines
+    assert root_env.envbox("build", "py-host").stderr == "", "nothing to build, nothing to say"
