@@ -99,7 +99,7 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be
         size = info.size if info else cacheprune.size_of(store.layer_dir(digest))
         rows.append((f"layer {digest[:16]}", size, (info.label if info else "not indexed") + ": no profile uses it"))
     for digest in busy:
-        print(f"kept {digest[:16]} (in use by a running app)", file=sys.stderr)
+        print(f"kept {digest[:16]} (in use by a running app)")
     # The download cache, once the layers that go are known (their downloads go with them).
     kept_layers = [info for digest, info in infos.items() if digest not in unused]
     needed, pending = cache_needs(paths, kept_layers)

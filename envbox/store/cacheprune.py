@@ -112,10 +112,13 @@ def plan(downloads: Path, *, keep_sha256: set[str], pending_suites: set[str], no
     for name in _entries(downloads / "sha512"):
         path = downloads / "sha512" / name
         try:
-            if os.lstat(path).st_ino in inodes:
-                out.append(Prunable(path, 0, f"second name of {_origin_name(downloads, inodes[os.lstat(path).st_ino])}"))
+            st = os.lstat(path)
         except FileNotFoundError:
             continue
+        if st.st_ino in inodes:
+            out.append(Prunable(path, 0, f"second name of {_origin_name(downloads, inodes[st.st_ino])}"))
+        elif st.st_nlink == 1:  # its sha256 name is gone (fetch makes that one first)
+            out.append(Prunable(path, st.st_size, "download with no sha256 name"))
     for name in _entries(downloads / "tmp"):
         path = downloads / "tmp" / name
         try:
