@@ -211,6 +211,9 @@ def lock(name: Optional[str] = typer.Argument(None, help="Profile name (default:
 
     paths = envbox_paths()
     profile = load_target(paths, name)
+    if profile.scope == "bundled":  # never write into envbox's own installation
+        raise EnvboxError(f"{profile.name} is a bundled profile: its lock would go into envbox's installation",
+                          f"copy it first: cp {profile.path} {paths.user_profiles}/, then 'envbox lock {profile.name}'")
     resolution = resolve(profile, catalog_loader(paths))  # anew: a lock records the current best
     with progress() as shown:
         infos = ensure_layers(resolution, Store(paths.store), paths, progress=shown)
