@@ -15,6 +15,7 @@ from envbox.desktop.entries import (
     MAIN_GROUP,
     PROFILE_KEY,
     SOURCE_KEY,
+    readable_name,
     DesktopError,
     FieldCode,
     escape_string,
@@ -252,7 +253,7 @@ def test_generated_entries_are_valid(tmp_path, desktop, name, launcher):
     assert sum(1 for line in text.splitlines() if line.startswith("Exec")) == 1
     expected = [launcher, "launch", name] + (["--", "%U"] if desktop and desktop.mime_types else [])
     assert parse_exec(main.raw("Exec")) == expected
-    assert main.string("Name") == ((desktop and desktop.name) or name)
+    assert main.string("Name") == ((desktop and desktop.name) or readable_name(name))  # "plain" -> "Plain"
     assert main.string(PROFILE_KEY) == name and read_mark(text).source is None
     _validate(tmp_path / f"envbox-{name}.desktop", text)
 
@@ -309,3 +310,12 @@ def _validate(path: Path, text: str) -> None:
     path.write_text(text)
     result = subprocess.run(["desktop-file-validate", str(path)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and "error" not in result.stdout, result.stdout + result.stderr + text
+
+
+@pytest.mark.parametrize("profile,label", [("py-host", "Py Host"), ("node", "Node"), ("my_tool.2", "My Tool 2")])
+def test_an_entry_without_a_desktop_section_has_a_readable_name_and_says_where_it_came_from(profile, label):
+    text = generate(profile, None, launcher=LAUNCHER, description="The host's Python 3.11")
+    main = parse_desktop(text).group(MAIN_GROUP)
+    assert main.string("Name") == label
+    assert main.string("Comment") == "The host's Python 3.11"
+    assert "desktop: section." not in text.splitlines()[0] and "name and description" in text.splitlines()[0]
