@@ -158,7 +158,7 @@ def test_gc_keeps_referenced_and_in_use_layers(root_env):
         proc.kill()
         proc.wait(timeout=10)
     result = env.envbox("gc")
-    assert "removed" in result.stdout
+    assert "no profile uses it" in result.stdout, result.stdout
     assert list((env.store / "layers").iterdir()) == []
 
 
@@ -192,8 +192,13 @@ def test_gc_prunes_the_download_cache_to_what_later_builds_need(root_env):
     assert own <= set(os.listdir(downloads / "sha256")), "the layer's own downloads stay"
     assert set(os.listdir(downloads / "sha256")) - own == set(), "downloads nothing uses go"
     assert _tree_size(downloads) < before
-    # What stays is what the README says: the packages of Python 2.7 (~5 MB), nothing else big.
-    assert _tree_size(downloads) < 8 * 2**20 + sum(_tree_size(p) for p in downloads.glob("apt/trixie-*")), _tree_size(downloads)
+    # What stays is what the README says: the packages of Python 2.7 (~5 MB), nothing else big
+    # (but the lists of trixie, which the bundled node profile still needs, if the shared cache
+    # had them, and downloads other tests have in flight).
+    big = [os.path.join(top, n) for top, _, files in os.walk(downloads) for n in files
+           if os.lstat(os.path.join(top, n)).st_size > 100_000]
+    unexpected = [p for p in big if os.path.basename(p) not in own and "/apt/trixie-" not in p and "/tmp/" not in p]
+    assert unexpected == [], unexpected
     # A later build from the pruned suite updates its lists again; the packages come from the
     # kept downloads (the rebuilt layer has the same digest).
     (digest,) = os.listdir(env.store / "layers")
