@@ -148,7 +148,7 @@ def trust(
     from envbox.cli.render import render_request
 
     print(render_request(merged, pf.sha256))
-    if not yes and sys.stdin.isatty() and not _confirm(f"Trust {pf.path}? [y/N] "):
+    if not yes and sys.stdin is not None and sys.stdin.isatty() and not _confirm(f"Trust {pf.path}? [y/N] "):
         print(f"not trusted: {pf.path} (nothing recorded)")
         return 1
     trust_mod.record(paths.trust_dir, pf)
