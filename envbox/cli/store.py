@@ -90,7 +90,7 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be
     keep = set(referenced_layers(paths, store))
     rows = []
     if dry_run:
-        unused = [d for d in store_mod._listdir(store.root / "layers") if store_mod._is_digest(d) and d not in keep]
+        unused = [d for d in listdir_sorted(store.root / "layers") if store_mod._is_digest(d) and d not in keep]
         busy: list[str] = []
     else:
         unused, busy = store_mod.gc(store, keep)
@@ -176,7 +176,7 @@ def repair() -> int:
         print("repair: nothing to repair", file=sys.stderr)
         return 0
     users = referenced_layers(paths, store)
-    everything = set(store_mod._listdir(store.root / "layers"))
+    everything = set(listdir_sorted(store.root / "layers"))
     # gc's removal, for exactly the damaged layers: index entries first, then the layer as a
     # whole (renamed away, then deleted); a layer a running app holds is left for later.
     removed, busy = store_mod.gc(store, everything - damaged)

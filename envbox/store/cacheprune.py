@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from envbox.fsio import listdir_sorted
 from envbox.sources.deb import LISTS_MAX_AGE
 
 TMP_MAX_AGE = 3600  # seconds: an older file in downloads/tmp belongs to no running download
@@ -52,13 +53,6 @@ def size_of(path: Path) -> int:
     return total
 
 
-def _entries(directory: Path) -> list[str]:
-    try:
-        return sorted(os.listdir(directory))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
 def suite_of(dir_name: str) -> str:
     """'bullseye-amd64-e765e4f6e1e3' -> 'bullseye' (deb.update_lists names them so)."""
     return dir_name.rsplit("-", 2)[0]
@@ -70,7 +64,7 @@ def plan(downloads: Path, *, keep_sha256: set[str], pending_suites: set[str], no
     out: list[Prunable] = []
     apt = downloads / "apt"
     kept_stamps = []
-    for name in _entries(apt):
+    for name in listdir_sorted(apt):
         base = apt / name
         if name == "closures" or not base.is_dir():
             continue
@@ -89,7 +83,7 @@ def plan(downloads: Path, *, keep_sha256: set[str], pending_suites: set[str], no
     # A closure is computed after its suite's last update: one older than every kept suite's
     # update was computed from lists that are gone.
     oldest_kept = min(kept_stamps, default=None)
-    for name in _entries(apt / "closures"):
+    for name in listdir_sorted(apt / "closures"):
         path = apt / "closures" / name
         try:
             mtime = path.stat().st_mtime
@@ -97,7 +91,7 @@ def plan(downloads: Path, *, keep_sha256: set[str], pending_suites: set[str], no
             continue
         if oldest_kept is None or mtime < oldest_kept:
             out.append(Prunable(path, size_of(path), "dependency closure computed from lists that are gone"))
-    unused = [d for d in _entries(downloads / "sha256") if d not in keep_sha256 and not d.startswith(".")]
+    unused = [d for d in listdir_sorted(downloads / "sha256") if d not in keep_sha256 and not d.startswith(".")]
     inodes = {}
     for digest in unused:
         path = downloads / "sha256" / digest
@@ -109,7 +103,7 @@ def plan(downloads: Path, *, keep_sha256: set[str], pending_suites: set[str], no
         out.append(Prunable(path, size_of(path), f"download {origin} used by no stored layer or lock"))
         if (downloads / "origin" / f"{digest}.json").exists():
             out.append(Prunable(downloads / "origin" / f"{digest}.json", size_of(downloads / "origin" / f"{digest}.json"), f"note of {origin}"))
-    for name in _entries(downloads / "sha512"):
+    for name in listdir_sorted(downloads / "sha512"):
         path = downloads / "sha512" / name
         try:
             st = os.lstat(path)
@@ -119,7 +113,7 @@ def plan(downloads: Path, *, keep_sha256: set[str], pending_suites: set[str], no
             out.append(Prunable(path, 0, f"second name of {_origin_name(downloads, inodes[st.st_ino])}"))
         elif st.st_nlink == 1:  # its sha256 name is gone (fetch makes that one first)
             out.append(Prunable(path, st.st_size, "download with no sha256 name"))
-    for name in _entries(downloads / "tmp"):
+    for name in listdir_sorted(downloads / "tmp"):
         path = downloads / "tmp" / name
         try:
             if now - os.lstat(path).st_mtime > TMP_MAX_AGE:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from envbox.fsio import listdir_sorted, unlink_quiet
+
 
 def marker(store_root: Path, digest: str) -> Path:
     return store_root / "damaged" / digest
@@ -18,10 +20,7 @@ def mark(store_root: Path, digest: str) -> None:
 
 
 def clear(store_root: Path, digest: str) -> None:
-    try:
-        os.unlink(marker(store_root, digest))
-    except FileNotFoundError:
-        pass
+    unlink_quiet(marker(store_root, digest))
 
 
 def is_marked(store_root: Path, digest: str) -> bool:
@@ -29,7 +28,4 @@ def is_marked(store_root: Path, digest: str) -> bool:
 
 
 def marked(store_root: Path) -> list[str]:
-    try:
-        return sorted(os.listdir(store_root / "damaged"))
-    except FileNotFoundError:
-        return []
+    return listdir_sorted(store_root / "damaged")
