@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -9,8 +10,9 @@ from typing import List, Optional
 
 import typer
 
-from envbox.cli.common import PASS_ARGS, app, complete_profiles, envbox_paths, load_target, progress, state
+from envbox.cli.common import echo, PASS_ARGS, app, complete_profiles, envbox_paths, load_target, progress, state
 from envbox.core.errors import EXIT_ENVBOX, EXIT_USAGE, EnvboxError
+from envbox.core.names import printable
 
 
 @app.callback()
@@ -44,7 +46,7 @@ def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | Non
     if command is None and not plan.argv:
         raise EnvboxError(f"profile {profile.name} has no command", f"add `command: [...]` to {profile.path}, or use 'envbox run --profile {profile.name} -- CMD'")
     entry["allow_unenforced"] = allow_unenforced
-    spec = launch.spec_from_cache(entry, os.environ, cwd, command, argv_extra, debug=state["debug"])
+    spec = launch.spec_from_cache(entry, os.environ, cwd, command, argv_extra, debug=state["debug"], closed_fds=state.get("closed_fds", ()))
     sys.stdout.flush()
     return launch.run(spec)
 
@@ -125,7 +127,7 @@ def trust(revoke: bool = typer.Option(False, "--revoke", help="Forget the trust 
     merged = with_extends(paths, profile)
     from envbox.cli.render import render_request
 
-    print(render_request(merged, pf.sha256))
+    echo(render_request(merged, pf.sha256))
     trust_mod.record(paths.trust_dir, pf)
     print(f"trusted {pf.path} (sha256 {pf.sha256[:16]}…); any edit or move revokes this")
     return 0
@@ -153,7 +155,7 @@ def plan(
         return 0
     from envbox.cli.render import render_plan
 
-    print(render_plan(data))
+    echo(render_plan(data))
     return 0
 
 
@@ -186,7 +188,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
         return 0
     from envbox.cli.render import render_list
 
-    print(render_list(rows))
+    echo(render_list(rows))
     return 0
 
 
@@ -212,13 +214,22 @@ def ps(as_json: bool = typer.Option(False, "--json", help="Machine-readable outp
     from envbox.cgroups import control as cgroups
     from envbox.runtime.running import running_launches
 
-    rows = running_launches(envbox_paths().runtime_dir, cgroups.list_running(cgroups.probe()))
+    from envbox.runtime.running import UntrustedRuntimeDir
+
+    runtime_dir = envbox_paths().runtime_dir
+    try:
+        rows = running_launches(runtime_dir, cgroups.list_running(cgroups.probe()))
+    except UntrustedRuntimeDir as exc:
+        raise EnvboxError(
+            f"not reading launch records: {printable(str(exc))}",
+            "another user may have made it to show forged records; remove it, or set XDG_RUNTIME_DIR (launches are not recorded there until then)",
+        ) from None
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
     from envbox.cli.render import render_ps
 
-    print(render_ps(rows))
+    echo(render_ps(rows))
     return 0
 
 
@@ -236,8 +247,10 @@ def _usage_errors() -> tuple[type, ...]:
     return (click.ClickException,)
 
 
-def run_cli(argv: list[str]) -> int:
-    """Run the typer app; the only place that turns errors into messages and exit codes."""
+def run_cli(argv: list[str], *, closed_fds: tuple = ()) -> int:
+    """Run the typer app; the only place that turns errors into messages and exit codes.
+    closed_fds: standard fds envbox was started without (main.reopen_closed_streams)."""
+    state["closed_fds"] = tuple(closed_fds)
     try:
         result = app(args=argv, prog_name="envbox", standalone_mode=False)
     except EnvboxError as exc:
@@ -259,7 +272,11 @@ def run_cli(argv: list[str]) -> int:
     except OSError as exc:
         if state["debug"]:
             raise
-        print(f"envbox: {exc}", file=sys.stderr)
+        # envbox's own file operations: the file and the cause, without Python's [Errno N].
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"envbox: {printable(where)}{exc.strerror or exc}", file=sys.stderr)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            print("hint: free some space on that file system (or move envbox's cache: ENVBOX_CACHE_DIR), then try again", file=sys.stderr)
         return EXIT_ENVBOX
     except Exception as exc:  # a bug: still one line, with the way to the traceback
         if state["debug"]:

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from envbox.cli.common import app, complete_profiles, envbox_paths, load_target, progress
+from envbox.cli.common import echo, app, complete_profiles, envbox_paths, load_target, progress
 from envbox.fsio import listdir_sorted
 from envbox.core.errors import EXIT_USAGE, EnvboxError
 
@@ -42,7 +42,7 @@ def catalog(
 
     for row in rows:
         built = "built" if row["built"] else ""
-        print(f"{row['tool']:<8} {row['version']:<10} {row['source']['kind']:<8} {source_summary(row['source'])[:64]:<64} {built}")
+        echo(f"{row['tool']:<8} {row['version']:<10} {row['source']['kind']:<8} {source_summary(row['source'])[:64]:<64} {built}")
     return 0
 
 
@@ -57,7 +57,7 @@ def build(
     paths = envbox_paths()
     prepared = prepare(paths, load_target(paths, name), build=True, frozen=frozen, progress=progress)
     for layer in prepared.plan.layers:
-        print(f"{layer.tool:<10} {layer.label}  {layer.root}")
+        echo(f"{layer.tool:<10} {layer.label}  {layer.root}")
     return 0
 
 
@@ -80,7 +80,7 @@ def layers(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     if not rows:
         print("no layers yet (launch or 'envbox build' a profile)")
     for r in rows:
-        print(f"{r['digest'][:16]}  {size_or_dash(r['size']):>10}  {r['label']:<48} {', '.join(r['profiles']) or '(unused)'}")
+        echo(f"{r['digest'][:16]}  {size_or_dash(r['size']):>10}  {r['label']:<48} {', '.join(r['profiles']) or '(unused)'}")
     return 0
 
 
@@ -168,17 +168,17 @@ def which(name: str = typer.Argument(..., help="Profile name."), path: str = typ
         if layer.kind == "dir":
             target, _, sub = rel.partition("/")
             if target == "usr" and os.path.lexists(os.path.join(layer.root, sub)):
-                print(f"{path}: {layer.label} ({layer.root}/{sub})")
+                echo(f"{path}: {layer.label} ({layer.root}/{sub})")
                 return 0
             continue
         if not layer.digest:
-            print(f"{path}: unknown yet: {layer.label} is not built ('envbox build {name}')")
+            echo(f"{path}: unknown yet: {layer.label} is not built ('envbox build {name}')")
             return 1
         if rel in store.manifest(layer.digest):
-            print(f"{path}: {layer.label} (layer {layer.digest[:16]}, {layer.root}/{rel})")
+            echo(f"{path}: {layer.label} (layer {layer.digest[:16]}, {layer.root}/{rel})")
             return 0
     where = "the host" if os.path.lexists(path) else "nothing (it does not exist in the namespace)"
-    print(f"{path}: {where}")
+    echo(f"{path}: {where}")
     return 0 if os.path.lexists(path) else 1
 
 
