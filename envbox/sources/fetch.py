@@ -189,7 +189,7 @@ def _copy_into(url: str, out, *, progress: Progress | None, max_bytes: int, time
             # A catalog may name a symlink to the archive, but never a FIFO or a device.
             fd, st = fsio.open_regular(url, follow=True)
         except fsio.FileRefused as exc:
-            raise BuildError(f"{url}: {exc.why}", "check the path in the catalog") from None
+            raise BuildError(f"cannot read {url}: {exc.why}", "check the path in the catalog") from None
         with os.fdopen(fd, "rb") as src:
             return _pump(src, out, url, st.st_size, progress=progress, max_bytes=max_bytes)
     opener = urllib.request.build_opener(_HttpsOnlyRedirects())

@@ -12,7 +12,7 @@ from conftest import no_traceback
 from envbox.core.catalog import _read_file
 from envbox.core.errors import CatalogError, ProfileError
 from envbox.core.profile import load_profile
-from envbox.sources import kinds
+from envbox.sources import checks as kinds
 
 SOURCE = "{kind: archive, url: /srv/tool.tar.gz, sha256: " + "a" * 64 + "}"
 

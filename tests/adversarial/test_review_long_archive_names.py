@@ -98,7 +98,7 @@ def test_over_long_symlink_target(env):
 def test_write_errors_name_archive_and_member(root_env, tmp_path):
     """A member that cannot be written (a full disk) is named, with the real cause."""
     from envbox.core.errors import BuildError
-    from envbox.store import extract as ex
+    from envbox.sources import extract as ex
 
     tiny = tmp_path / "tiny"
     tiny.mkdir()
@@ -151,7 +151,7 @@ def test_deb_with_over_long_names(tmp_path, member):
 def test_wheel_with_over_long_names(tmp_path, member):
     """A wheel is extracted the way the wheel kind does it (zip, with its map)."""
     from envbox.core.errors import BuildError
-    from envbox.store import extract as ex
+    from envbox.sources import extract as ex
 
     whl = tmp_path / "pkg-1.0-py3-none-any.whl"
     whl.write_bytes(zip_bytes({"pkg/__init__.py": b"", member: b"x", "pkg-1.0.dist-info/RECORD": b""}))
