@@ -175,7 +175,7 @@ def test_wheel_with_over_long_names(tmp_path, member):
     ],
 )
 def test_normalise_length_limits(name, problem):
-    from envbox.store.extract import normalise
+    from envbox.sources.specs import normalise
 
     if problem is None:
         assert normalise(name) == name
