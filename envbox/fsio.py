@@ -1,5 +1,6 @@
 """Small file-system helpers every layer shares: atomic writes, quiet unlinks, directory
-listings, whether a process lives. Stdlib only and cheap to import."""
+listings, whether a process lives, bounded non-blocking reads of files given by path, and
+whether a state directory is this user's own. Stdlib only and cheap to import."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def pid_alive(pid: int) -> bool:
 
 
 class FileRefused(Exception):
-    """A file that read_limited will not read, with why in words ('is not a regular file')."""
+    """A file that read_limited will not read, with why in words ('is a FIFO, not a regular
+    file'); callers name the file: f"{path}: {exc.why}"."""
 
     def __init__(self, why: str, *, missing: bool = False):
         super().__init__(why)
@@ -69,12 +71,31 @@ class FileRefused(Exception):
         self.missing = missing
 
 
-def read_limited(path, *, limit: int, follow: bool = False) -> tuple[bytes, os.stat_result]:
-    """Read a whole regular file of at most limit bytes, with the stat of what was read.
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def kind(mode: int) -> str:
+    """'a FIFO', 'a directory', ... for messages."""
+    for test, name in _KINDS:
+        if test(mode):
+            return name
+    return "a regular file" if stat.S_ISREG(mode) else "a special file"
+
+
+def open_regular(path, *, follow: bool = False) -> tuple[int, os.stat_result]:
+    """Open a regular file for reading without blocking: (fd, its fstat).
 
     Never blocks (O_NONBLOCK: a FIFO or device is refused after fstat, not waited on), never
     makes the file the controlling terminal, and with follow=False never follows a final
-    symlink. Anything else raises FileRefused saying why, for the caller to name the file."""
+    symlink. Anything else raises FileRefused saying why, for the caller to name the file.
+    For streaming a large file (a local archive); read_limited reads a whole small one."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY | (0 if follow else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags)
@@ -87,21 +108,70 @@ def read_limited(path, *, limit: int, follow: bool = False) -> tuple[bytes, os.s
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise FileRefused("is a symbolic link") from None
+        if exc.errno == errno.ENXIO:  # a socket
+            raise FileRefused("is a socket, not a regular file") from None
         raise FileRefused(exc.strerror or str(exc)) from None
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             raise FileRefused("is a directory, not a file")
         if not stat.S_ISREG(st.st_mode):
-            raise FileRefused("is not a regular file")
+            raise FileRefused(f"is {kind(st.st_mode)}, not a regular file")
+        os.set_blocking(fd, True)  # a regular file: reads behave as usual from here
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def read_fd(fd: int, *, limit: int) -> bytes:
+    """The rest of an open file, refusing more than limit bytes (it may grow while we read)."""
+    chunks, total = [], 0
+    while chunk := os.read(fd, 65536):
+        total += len(chunk)
+        if total > limit:
+            raise FileRefused(f"is more than the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def read_limited(path, *, limit: int, follow: bool = False) -> tuple[bytes, os.stat_result]:
+    """Read a whole regular file of at most limit bytes, with the stat of what was read: the
+    one reader for every file a user, catalog, profile, project or another process could have
+    put at a path (open_regular's rules; FileRefused saying why)."""
+    fd, st = open_regular(path, follow=follow)
+    try:
         if st.st_size > limit:
             raise FileRefused(f"is {st.st_size} bytes, more than the {limit}-byte limit")
-        chunks, total = [], 0
-        while chunk := os.read(fd, 65536):
-            total += len(chunk)
-            if total > limit:  # it grew while we read
-                raise FileRefused(f"is more than the {limit}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks), st
+        return read_fd(fd, limit=limit), st
     finally:
         os.close(fd)
+
+
+def read_quiet(path, *, limit: int, follow: bool = False) -> bytes | None:
+    """read_limited for envbox's own small state files: None when absent or refused (the
+    caller treats it like a missing record)."""
+    try:
+        return read_limited(path, limit=limit, follow=follow)[0]
+    except FileRefused:
+        return None
+
+
+def private_dir_problem(path, *, uid: int | None = None) -> str | None:
+    """Why a directory of envbox's own state cannot be trusted, or None when it can (or does
+    not exist): it must be a real directory (not a symlink), this user's, writable by no one
+    else. /tmp/envbox-UID, a shared cache: another user may have made it first."""
+    uid = os.getuid() if uid is None else uid
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot inspect {os.fspath(path)}: {exc.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{os.fspath(path)} is {kind(st.st_mode)}, not a directory"
+    if st.st_uid != uid:
+        return f"{os.fspath(path)} belongs to uid {st.st_uid}, not to uid {uid}"
+    if st.st_mode & 0o022:
+        return f"{os.fspath(path)} is writable by other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return None

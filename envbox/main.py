@@ -15,12 +15,35 @@ main()
 """
 
 
+def reopen_closed_streams() -> tuple[int, ...]:
+    """Put /dev/null on each of fds 0, 1, 2 that envbox was started without (cron, daemons,
+    `>&-`), so that nothing envbox opens later lands on them and its own messages go nowhere
+    instead of failing; returns those fds, which the app gets closed again (sandbox
+    --close-fd): it sees exactly the streams it was given."""
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:  # EBADF: not open
+            closed.append(fd)
+    for fd in closed:  # ascending: open() takes the lowest free number, which is fd itself
+        null = os.open("/dev/null", os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        # Python made no stream object for a closed fd (sys.stdout is None): make one.
+        stream = open(fd, "r" if fd == 0 else "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+        setattr(sys, ("stdin", "stdout", "stderr")[fd], stream)
+    return tuple(closed)
+
+
 def main() -> None:
+    closed = reopen_closed_streams()
     argv = sys.argv[1:]
     if argv[:1] in (["launch"], ["run"]):
         from envbox.runtime import plancache as fastpath
 
-        code = fastpath.try_launch(argv, os.environ)
+        code = fastpath.try_launch(argv, os.environ, closed_fds=closed)
         if code is not None:
             # Nothing is left to do: skip the interpreter's tear-down (a few ms of module
             # clean-up) between the app's exit and ours.
@@ -29,7 +52,7 @@ def main() -> None:
             os._exit(code)
     from envbox.cli.commands import run_cli
 
-    sys.exit(run_cli(argv))
+    sys.exit(run_cli(argv, closed_fds=closed))
 
 
 def launcher_sites(imported_from: str, purelib: str) -> list[str]:

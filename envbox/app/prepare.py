@@ -191,8 +191,10 @@ def remember_project(paths: Paths, profile: Profile) -> None:
     if record.exists():
         return
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"path": str(profile.path)}))
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # _known_projects reads only a private dir
+        from envbox.fsio import write_atomic
+
+        write_atomic(record, json.dumps({"path": str(profile.path)}).encode(), mode=0o600, fsync=False)
     except OSError:
         pass  # only gc's knowledge suffers
 
@@ -207,14 +209,19 @@ def _known_projects(paths: Paths) -> list[Profile]:
 
     out = []
     directory = paths.state_dir / "projects"
+    from envbox import fsio
+
+    if fsio.private_dir_problem(directory):
+        return out  # not ours: nothing in it is read (envbox gc says so through doctor)
     for record in sorted(directory.glob("*.json")) if directory.is_dir() else []:
         try:
-            path = Path(json.loads(record.read_text())["path"])
+            data = fsio.read_limited(record, limit=64 << 10)[0]
+            path = Path(json.loads(data)["path"])
             pf = trust.read_project_file(path, uid=os.getuid())
             if not trust.is_trusted(paths.trust_dir, pf):
                 raise EnvboxError("no longer trusted")
             out.append(with_extends(paths, load_project_profile(pf.path, pf.data, pf.sha256, pf.signature)[0]))
-        except (OSError, ValueError, KeyError, TypeError, EnvboxError):
+        except (OSError, fsio.FileRefused, ValueError, KeyError, TypeError, EnvboxError):
             record.unlink(missing_ok=True)
     return out
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import List, Optional
 
 import typer
 
-from envbox.cli.common import FROZEN_HELP, app, build_command, complete_profiles, envbox_paths, load_target, progress, state
+from envbox.cli.common import FROZEN_HELP, app, build_command, complete_profiles, echo, envbox_paths, load_target, progress, state
 from envbox.cli.table import emit
 from envbox.core.errors import EXIT_ENVBOX, EXIT_USAGE, EnvboxError
+from envbox.core.names import printable
 
 
 def _print_version(value: bool) -> None:
@@ -58,7 +60,7 @@ def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | Non
     if command is None and not plan.argv:
         raise EnvboxError(f"profile {profile.name} has no command", f"add `command: [...]` to {profile.path}, or use 'envbox run --profile {profile.name} -- CMD'")
     entry["allow_unenforced"] = allow_unenforced
-    spec = launch.spec_from_cache(entry, os.environ, cwd, command, argv_extra, debug=state["debug"])
+    spec = launch.spec_from_cache(entry, os.environ, cwd, command, argv_extra, debug=state["debug"], closed_fds=state.get("closed_fds", ()))
     sys.stdout.flush()
     return launch.run(spec)
 
@@ -147,7 +149,7 @@ def trust(
     merged = with_extends(paths, profile)
     from envbox.cli.render import render_request
 
-    print(render_request(merged, pf.sha256))
+    echo(render_request(merged, pf.sha256))
     if not yes and sys.stdin is not None and sys.stdin.isatty() and not _confirm(f"Trust {pf.path}? [y/N] "):
         print(f"not trusted: {pf.path} (nothing recorded)")
         return 1
@@ -253,7 +255,16 @@ def ps(as_json: bool = typer.Option(False, "--json", help="Machine-readable outp
     from envbox.cgroups import control as cgroups
     from envbox.runtime.running import running_launches
 
-    rows = running_launches(envbox_paths().runtime_dir, cgroups.list_running(cgroups.probe()))
+    from envbox.runtime.running import UntrustedRuntimeDir
+
+    runtime_dir = envbox_paths().runtime_dir
+    try:
+        rows = running_launches(runtime_dir, cgroups.list_running(cgroups.probe()))
+    except UntrustedRuntimeDir as exc:
+        raise EnvboxError(
+            f"not reading launch records: {printable(str(exc))}",
+            "another user may have made it to show forged records; remove it, or set XDG_RUNTIME_DIR (launches are not recorded there until then)",
+        ) from None
     from envbox.cli.render import render_ps
 
     emit(rows, as_json=as_json, render=render_ps)
@@ -304,8 +315,10 @@ def _unknown_option(exc) -> str:
     return f"envbox: unknown option {exc.option_name} for '{where}'\nhint: {hint}"
 
 
-def run_cli(argv: list[str]) -> int:
-    """Run the typer app; the only place that turns errors into messages and exit codes."""
+def run_cli(argv: list[str], *, closed_fds: tuple = ()) -> int:
+    """Run the typer app; the only place that turns errors into messages and exit codes.
+    closed_fds: standard fds envbox was started without (main.reopen_closed_streams)."""
+    state["closed_fds"] = tuple(closed_fds)
     try:
         result = build_command().main(args=argv, prog_name="envbox", standalone_mode=False)
     except EnvboxError as exc:
@@ -330,7 +343,11 @@ def run_cli(argv: list[str]) -> int:
     except OSError as exc:
         if state["debug"]:
             raise
-        print(f"envbox: {exc}", file=sys.stderr)
+        # envbox's own file operations: the file and the cause, without Python's [Errno N].
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"envbox: {printable(where)}{exc.strerror or exc}", file=sys.stderr)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            print("hint: free some space on that file system (or move envbox's cache: ENVBOX_CACHE_DIR), then try again", file=sys.stderr)
         return EXIT_ENVBOX
     except Exception as exc:  # a bug: still one line, with the way to the traceback
         if state["debug"]:

@@ -110,3 +110,12 @@ def load_target(where, name: str | None, *, require_trust: bool = True):
     for warning in warnings:
         print(f"envbox: warning: {warning}", file=sys.stderr)
     return profile
+
+
+def echo(text: str, *, err: bool = False) -> None:
+    """Print human-readable output, each line through names.printable: names, paths, labels
+    and commands come from files and records another program may have written, and must not
+    reach the terminal as escape sequences."""
+    from envbox.core.names import printable
+
+    print("\n".join(printable(line) for line in str(text).split("\n")), file=sys.stderr if err else sys.stdout)

@@ -10,6 +10,7 @@ import typer
 
 from envbox.cli.common import complete_entries, complete_profiles
 from envbox.core.errors import EXIT_USAGE, EnvboxError
+from envbox.cli.common import echo
 
 desktop_app = typer.Typer(
     help="Menu entries that start apps through envbox.",
@@ -100,11 +101,11 @@ def sync(system: bool = typer.Option(False, "--system", help="Sync the system-wi
     for r in results:
         counts[r.action] = counts.get(r.action, 0) + 1
         if r.action == "error":
-            print(f"envbox: {r.path}: {r.detail}", file=sys.stderr)
+            echo(f"envbox: {r.path}: {r.detail}", err=True)
         elif r.action == "orphan":
-            print(f"orphan   {r.path}: {r.detail} (kept; 'envbox desktop remove {r.profile}' deletes it)")
+            echo(f"orphan   {r.path}: {r.detail} (kept; 'envbox desktop remove {r.profile}' deletes it)")
         elif r.action != "unchanged":
-            print(f"{r.action:<8} {r.path}: {r.detail}")
+            echo(f"{r.action:<8} {r.path}: {r.detail}")
     if counts.get("updated"):
         _refresh(place.directory)
     summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "no entries"

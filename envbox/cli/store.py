@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from envbox.cli.common import FROZEN_HELP, app, complete_profiles, complete_tools, envbox_paths, load_target, progress
+from envbox.cli.common import FROZEN_HELP, app, complete_profiles, complete_tools, echo, envbox_paths, load_target, progress
 from envbox.fsio import listdir_sorted
 from envbox.cli.table import emit
 from envbox.core.errors import EXIT_USAGE, EnvboxError
@@ -55,7 +55,7 @@ def build(
     with progress() as shown:
         prepared = prepare(paths, load_target(paths, name), build=True, frozen=frozen, progress=shown)
     for layer in prepared.plan.layers:
-        print(f"{layer.tool:<10} {layer.label}  {layer.root}")
+        echo(f"{layer.tool:<10} {layer.label}  {layer.root}")
     return 0
 
 
@@ -247,17 +247,17 @@ def which(name: str = typer.Argument(..., help="Profile name.", autocompletion=c
         if layer.kind == "dir":
             target, _, sub = rel.partition("/")
             if target == "usr" and os.path.lexists(os.path.join(layer.root, sub)):
-                print(f"{path}: {layer.label} ({layer.root}/{sub})")
+                echo(f"{path}: {layer.label} ({layer.root}/{sub})")
                 return 0
             continue
         if not layer.digest:
-            print(f"{path}: unknown yet: {layer.label} is not built ('envbox build {name}')")
+            echo(f"{path}: unknown yet: {layer.label} is not built ('envbox build {name}')")
             return 1
         if rel in store.manifest(layer.digest):
-            print(f"{path}: {layer.label} (layer {layer.digest[:16]}, {layer.root}/{rel})")
+            echo(f"{path}: {layer.label} (layer {layer.digest[:16]}, {layer.root}/{rel})")
             return 0
     where = "the host" if os.path.lexists(path) else "nothing (it does not exist in the namespace)"
-    print(f"{path}: {where}")
+    echo(f"{path}: {where}")
     return 0 if os.path.lexists(path) else 1
 
 

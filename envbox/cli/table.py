@@ -9,6 +9,8 @@ import textwrap
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from envbox.core.names import printable
+
 GAP = "  "
 MIN_WRAP = 16  # a wrapping column never gets narrower than this
 
@@ -40,7 +42,7 @@ def table(cols: Sequence[Col], rows: Sequence[Sequence[str]], *, width: int | No
     their cells continue on the next lines, at word boundaries. A last column that does not
     wrap (a path) is left out of the budget: it may run past the edge, where it breaks nothing."""
     width = terminal_width() if width is None else width
-    cells = [[str(c) for c in row] for row in rows]
+    cells = [[printable(c) for c in row] for row in rows]  # escaped before widths are measured
     natural = [max([len(col.header)] + [len(row[i]) for row in cells]) for i, col in enumerate(cols)]
     limits: list[int | None] = [None] * len(cols)
     budgeted = range(len(cols) if cols[-1].wrap else len(cols) - 1)
@@ -66,8 +68,12 @@ def table(cols: Sequence[Col], rows: Sequence[Sequence[str]], *, width: int | No
 
 
 def emit(rows, *, as_json: bool, render: Callable[[object], str]) -> None:
-    """Print rows as JSON (--json: machine-readable, stable keys) or as render(rows)."""
+    """Print rows as JSON (--json: machine-readable, stable keys; json escapes control
+    characters itself) or as render(rows), every line escaped by names.printable: rows carry
+    names, paths and commands from records and files another program may have written."""
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
-        print(render(rows))
+        from envbox.cli.common import echo
+
+        echo(render(rows))

@@ -41,15 +41,29 @@ def record_path(trust_dir: Path, path: Path) -> Path:
     return trust_dir / (path_key(path) + ".json")
 
 
+RECORD_MAX = 64 << 10  # a record is one path and one digest
+
+
 def is_trusted(trust_dir: Path, pf: ProjectFile) -> bool:
+    """Only a record in a directory that is this user's own, read without following links."""
+    from envbox import fsio
+
+    if fsio.private_dir_problem(trust_dir):
+        return False
+    data = fsio.read_quiet(record_path(trust_dir, pf.path), limit=RECORD_MAX)
     try:
-        record = json.loads(record_path(trust_dir, pf.path).read_text())
-    except (FileNotFoundError, ValueError, OSError):
+        record = json.loads(data) if data is not None else None
+    except ValueError:
         return False
     return isinstance(record, dict) and record.get("path") == str(pf.path) and record.get("sha256") == pf.sha256
 
 
 def require_trusted(trust_dir: Path, pf: ProjectFile) -> None:
+    from envbox import fsio
+
+    problem = fsio.private_dir_problem(trust_dir)
+    if problem:
+        raise TrustError(f"the trust records cannot be trusted: {problem}", f"remove {trust_dir} if you did not make it, then trust the project again")
     if not is_trusted(trust_dir, pf):
         raise TrustError(
             f"{pf.path} is not trusted (new, edited or moved since it was trusted)",

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from envbox.core import yamlstrict
+from envbox.core import fields, yamlstrict
 from envbox.core.errors import CatalogError
-from envbox.core.names import NAME_RULE, is_valid_name
 
 CATALOG_KEYS = ("tool", "releases")
 RELEASE_KEYS = ("version", "source", "links", "post", "env", "description")
@@ -139,8 +138,10 @@ def _read_file(path: Path, source_checks: Mapping[str, Any]) -> list[Release]:
         if key not in CATALOG_KEYS:
             raise fail(data.key_lines[key], f"unknown key {key!r} (valid: tool, releases)")
     tool = data.get("tool")
-    if not is_valid_name(tool):
-        raise fail(data.line, f"bad tool name {tool!r}: names use {NAME_RULE}")
+    try:
+        fields.name(tool, "tool name")
+    except ValueError as exc:
+        raise fail(data.key_lines.get("tool", data.line), str(exc)) from None
     releases = data.get("releases")
     if not isinstance(releases, list):
         raise fail(data.line, "releases must be a list")
@@ -164,10 +165,12 @@ def _read_release(tool: str, item: Any, fail, source_checks: Mapping[str, Any], 
         source_checks[source["kind"]](source)
     except ValueError as exc:
         raise fail(item.key_lines.get("source", line), f"{tool} {version}: {exc}") from None
-    links = _str_map(item.get("links") or {}, fail, item.key_lines.get("links", line), "links")
-    for link, _ in links:
-        _check_layer_path(link, fail, item.key_lines.get("links", line))
-    env = _str_map(item.get("env") or {}, fail, item.key_lines.get("env", line), "env")
+    links = _links(item, fail, line)
+    env = _env(item, fail, line)
+    try:
+        description = fields.text(item.get("description") or "", "description")
+    except ValueError as exc:
+        raise fail(item.key_lines.get("description", line), str(exc)) from None
     post = item.get("post") or []
     try:
         check_steps(post)
@@ -180,7 +183,7 @@ def _read_release(tool: str, item: Any, fail, source_checks: Mapping[str, Any], 
         links=links,
         post=json.dumps(post, sort_keys=True),
         env=env,
-        description=str(item.get("description") or ""),
+        description=description,
         origin=f"{path}:{line}",
     )
 
@@ -188,16 +191,41 @@ def _read_release(tool: str, item: Any, fail, source_checks: Mapping[str, Any], 
 _VERSION_RE = re.compile(r"[0-9]+(\.[0-9]+)*([a-z0-9.+-]*)")
 
 
-def _str_map(value: Any, fail, line: int, what: str) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise fail(line, f"{what} must map strings to strings")
-    return tuple(sorted(value.items()))
+def _mapping(item: dict, key: str, fail, line: int, what: str) -> tuple[dict, int]:
+    """item[key] as a mapping (empty when absent) and its line."""
+    value = item.get(key)
+    at = item.key_lines.get(key, line)
+    if value is None:
+        return {}, at
+    if not isinstance(value, dict):
+        raise fail(at, f"{key} must be a mapping of {what}, not {fields.kind_of(value)}")
+    return value, at
 
 
-def _check_layer_path(rel: str, fail, line: int) -> None:
-    parts = rel.split("/")
-    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or parts[0] not in ("usr", "etc", "opt"):
-        raise fail(line, f"link path {rel!r} must be a relative path under usr/, etc/ or opt/")
+def _env(item: dict, fail, line: int) -> tuple[tuple[str, str], ...]:
+    """A release's env: the same rules as a profile's (fields.env_name, fields.env_value)."""
+    env, at = _mapping(item, "env", fail, line, "NAME: value")
+    out = []
+    for key, value in env.items():
+        where = getattr(env, "key_lines", {}).get(key, at)
+        try:
+            out.append((fields.env_name(key), fields.env_value(key, value)))
+        except ValueError as exc:
+            raise fail(where, str(exc)) from None
+    return tuple(sorted(out))
+
+
+def _links(item: dict, fail, line: int) -> tuple[tuple[str, str], ...]:
+    """A release's links: a layer path (under usr/, etc/, opt/) -> a symlink target."""
+    links, at = _mapping(item, "links", fail, line, "layer paths to link targets")
+    out = []
+    for path, target in links.items():
+        where = getattr(links, "key_lines", {}).get(path, at)
+        try:
+            out.append((fields.layer_path(path, "link path"), fields.link_target(target, f"link target of {path}")))
+        except ValueError as exc:
+            raise fail(where, str(exc)) from None
+    return tuple(sorted(out))
 
 
 # ---- constraints ----------------------------------------------------------------------------

@@ -23,9 +23,13 @@ class EnvboxError(Exception):
             self.exit_code = exit_code
 
     def render(self) -> str:
-        text = f"envbox: {self.message}"
+        """Two lines at most; paths, member names and helpers' output in them are escaped
+        (names.printable), so a message can never carry an escape sequence to the terminal."""
+        from envbox.core.names import printable
+
+        text = f"envbox: {printable(self.message)}"
         if self.hint:
-            text += f"\nhint: {self.hint}"
+            text += f"\nhint: {printable(self.hint)}"
         return text
 
 

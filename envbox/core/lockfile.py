@@ -34,12 +34,19 @@ def lock_path(profile_path: Path) -> Path:
     return profile_path.with_name(f"{stem}.lock")
 
 
+LOCK_MAX = 4 << 20  # a lock lists a few hundred artifacts at most
+
+
 def read_lock(path: Path) -> Lock | None:
+    from envbox import fsio
+
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
+        data = json.loads(fsio.read_limited(path, limit=LOCK_MAX, follow=True)[0])
+    except fsio.FileRefused as exc:
+        if exc.missing:
+            return None
+        raise ProfileError(f"{path}: {exc.why} (a lock file)", "delete it and run 'envbox lock' again") from None
+    except ValueError as exc:
         raise ProfileError(f"{path}: not a valid lock file ({exc})", "delete it and run 'envbox lock' again") from None
     try:
         if data.get("version") != LOCK_VERSION:

@@ -39,3 +39,23 @@ def project_default_name(path: str) -> str:
     out = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in base)
     out = out.strip("-.").replace("..", ".")[:64].rstrip(".") or "project"
     return out if out[0].isalnum() else f"p{out}"[:64]
+
+
+def printable(value: object) -> str:
+    """Text safe to print to a terminal: control characters (ESC, CR, BEL...), DEL, C1
+    controls, undecodable bytes and other non-printable characters shown as \\x1b-style
+    escapes. The one escaping used for every name, path and command that envbox prints and
+    did not itself validate (launch records, layer labels, catalog text, file names)."""
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable():
+        return text
+    out = []
+    for c in text:
+        if c.isprintable():
+            out.append(c)
+        elif c == "\\":
+            out.append(c)
+        else:
+            code = ord(c)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from envbox.core import yamlstrict
+from envbox.core import fields, yamlstrict
 from envbox.core.errors import ProfileError
 from envbox.core.limits import Limits
 from envbox.core.names import NAME_RULE, describe_bad_name, is_valid_name, project_default_name
@@ -207,10 +207,10 @@ class _Validator:
     def string(self, mapping: dict, key: str, *, default: str | None = None, where: str = "") -> str | None:
         if key not in mapping or mapping[key] is None and default is not None:
             return default
-        value = mapping[key]
-        if not isinstance(value, str):
-            raise self.error(self.line(mapping, key), f"{where}{key} must be a string, not {_kind(value)}")
-        return value
+        try:
+            return fields.text(mapping[key], f"{where}{key}")
+        except ValueError as exc:
+            raise self.error(self.line(mapping, key), str(exc)) from None
 
     def optional_name(self, mapping: dict, key: str) -> str | None:
         value = self.string(mapping, key)
@@ -262,8 +262,10 @@ class _Validator:
                 raise self.error(line, f"tools.{name} needs exactly one of: host, dir")
             kind = next(iter(value))
             target = value[kind]
-            if not isinstance(target, str) or not target.startswith("/"):
-                raise self.error(self.line(value, kind), f"tools.{name}.{kind} must be an absolute path")
+            try:
+                fields.absolute_path(target, f"tools.{name}.{kind}")
+            except ValueError as exc:
+                raise self.error(self.line(value, kind), str(exc)) from None
             return ToolSpec(tool=name, line=line, **{kind: target})
         raise self.error(line, f"tools.{name} must be a version string or a mapping, not {_kind(value)}")
 
@@ -276,11 +278,14 @@ class _Validator:
         out = []
         for key, value in env.items():
             line = self.line(env, key)
-            if not key or "=" in key or "\x00" in key or not key.replace("_", "a").isalnum() or key[0].isdigit():
-                raise self.error(line, f"bad environment variable name {key!r}")
-            if isinstance(value, bool) or not isinstance(value, (str, int)):
-                raise self.error(line, f"env.{key} must be a string, not {_kind(value)}", f'quote it: {key}: "..."')
-            out.append((key, str(value)))
+            try:
+                fields.env_name(key)
+            except ValueError as exc:
+                raise self.error(line, str(exc)) from None
+            try:
+                out.append((key, fields.env_value(key, value)))
+            except ValueError as exc:
+                raise self.error(line, str(exc), f'quote it: {key}: "..."') from None
         return tuple(out)
 
     def limits(self, data: dict) -> Limits:
@@ -335,8 +340,11 @@ class _Validator:
         if not isinstance(terminal, bool):
             raise self.error(self.line(desk, "terminal"), "desktop.terminal must be true or false")
         source = self.string(desk, "from", where="desktop.")
-        if source is not None and not source.startswith("/"):
-            raise self.error(self.line(desk, "from"), "desktop.from must be an absolute path to a .desktop file")
+        if source is not None:
+            try:
+                fields.absolute_path(source, "desktop.from (a .desktop file)")
+            except ValueError as exc:
+                raise self.error(self.line(desk, "from"), str(exc)) from None
         return Desktop(
             name=self.string(desk, "name", where="desktop."),
             icon=self.string(desk, "icon", where="desktop."),
@@ -370,17 +378,4 @@ def parse_cpu(value: Any) -> float:
     return cores
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return f"the number {value!r}" if not (isinstance(value, float) and math.isinf(value)) else "an infinite number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
+_kind = fields.kind_of

@@ -26,9 +26,10 @@ def app_env(environ, fixed) -> dict:
     return env
 
 
-def render(*, userns, overlays, env, cwd, argv, extra=(), cgroup_files=(), readonly=(), own_pgrp=False, debug=False) -> list:
+def render(*, userns, overlays, env, cwd, argv, extra=(), cgroup_files=(), readonly=(), own_pgrp=False, debug=False, close_fds=()) -> list:
     """overlays: [(target, [lower dirs top first])]; env: the app's whole environment;
-    readonly: envbox's own directories, which the app must not be able to change."""
+    readonly: envbox's own directories, which the app must not be able to change;
+    close_fds: standard fds the app gets closed (envbox was started without them)."""
     args = ["--debug"] if debug else []
     if userns:
         args.append("--userns")
@@ -43,6 +44,8 @@ def render(*, userns, overlays, env, cwd, argv, extra=(), cgroup_files=(), reado
         args += ["--overlay", target]
     for path in readonly:
         args += ["--ro-bind", path]
+    for fd in close_fds:
+        args += ["--close-fd", str(fd)]
     for name in sorted(env):
         args += ["--setenv", name, env[name]]
     args += ["--chdir", cwd, "--die-with-parent", "--", *argv, *extra]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -242,17 +241,14 @@ def _sync_one(place: Place, item: Installed, launcher: str, load: Callable) -> S
 
 def update_database(directory: Path) -> str | None:
     """Refresh the MIME cache of an applications directory; a warning, or None."""
-    try:
-        result = subprocess.run(
-            ["update-desktop-database", str(directory)],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=UPDATE_TIMEOUT,
-        )
-    except FileNotFoundError:
+    from envbox import helper
+
+    if shutil.which("update-desktop-database") is None:
         return None  # not installed: desktops then rescan on their own
-    except subprocess.TimeoutExpired:
-        return f"update-desktop-database {directory} did not finish within {UPDATE_TIMEOUT}s"
-    if result.returncode != 0:
-        return f"update-desktop-database {directory} failed: {result.stderr.strip()[:200]}"
+    try:
+        helper.run(["update-desktop-database", str(directory)], timeout_s=helper.timeout(UPDATE_TIMEOUT))
+    except helper.HelperFailed as exc:
+        return f"update-desktop-database {directory}: {exc.reason}"
     return None
 
 

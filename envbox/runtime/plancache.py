@@ -80,12 +80,14 @@ def load(name: str, environ) -> dict | None:
         os.getcwd()
     except OSError:
         return None  # a removed working directory: the full CLI says so in one line
+    data = read_entry(entry_path(cache_dir(environ), name))
+    if data is None:
+        return None
     try:
-        with open(entry_path(cache_dir(environ), name), "rb") as f:
-            # marshal, not json: it is built in, while `import json` costs ~10 ms here (re,
-            # enum). The file is envbox's own, in the user's own cache directory.
-            entry = marshal.loads(f.read())
-    except (OSError, ValueError, EOFError, TypeError):
+        # marshal, not json: it is built in, while `import json` costs ~10 ms here (re,
+        # enum). marshal trusts its input: read_entry made sure the file is envbox's own.
+        entry = marshal.loads(data)
+    except (ValueError, EOFError, TypeError):
         return None
     if not isinstance(entry, dict):
         return None
@@ -100,7 +102,32 @@ def load(name: str, environ) -> dict | None:
     return entry
 
 
-def try_launch(argv: list[str], environ) -> int | None:
+ENTRY_MAX = 16 << 20  # an entry lists a few hundred inputs
+
+
+def read_entry(path: str) -> bytes | None:
+    """An entry's bytes, only from a file and a directory this user owns and nobody else can
+    write (the cache may be a shared ENVBOX_CACHE_DIR; marshal trusts its input), never
+    through a link, never blocking, at most ENTRY_MAX bytes."""
+    from envbox import fsio
+
+    if fsio.private_dir_problem(os.path.dirname(path)):
+        return None
+    try:
+        fd, st = fsio.open_regular(path)
+    except fsio.FileRefused:
+        return None
+    try:
+        if st.st_uid != os.getuid() or st.st_mode & 0o022 or st.st_size > ENTRY_MAX:
+            return None
+        return fsio.read_fd(fd, limit=ENTRY_MAX)
+    except (fsio.FileRefused, OSError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def try_launch(argv: list[str], environ, *, closed_fds: tuple = ()) -> int | None:
     # (A named launch never has '@' in its name; only project entries do: see cache_key.)
     """Launch from the cache, or None to let the full CLI handle argv."""
     parsed = parse_argv(argv)
@@ -128,4 +155,4 @@ def try_launch(argv: list[str], environ) -> int | None:
         return None  # the full CLI explains the missing command
     if environ.get("ENVBOX_TRACE") == "1":
         print("envbox: fast path (cached plan)", file=sys.stderr)
-    return launch.run(launch.spec_from_cache(entry, environ, os.getcwd(), command, extra))
+    return launch.run(launch.spec_from_cache(entry, environ, os.getcwd(), command, extra, closed_fds=closed_fds))

@@ -1,4 +1,9 @@
-"""Running launches: the supervisors' records in the runtime dir, joined with their cgroups."""
+"""Running launches: the supervisors' records in the runtime dir, joined with their cgroups.
+
+The runtime dir may be /tmp/envbox-UID (no $XDG_RUNTIME_DIR), which another user can create
+first and fill: it is used only when it is this user's own and writable by nobody else, and
+each record is read without following links or blocking, with a size cap, and checked field
+by field. Text from a record is escaped when printed (names.printable)."""
 
 from __future__ import annotations
 
@@ -8,14 +13,52 @@ from pathlib import Path
 
 from envbox.fsio import pid_alive
 
+RECORD_MAX = 64 << 10  # a record is a few hundred bytes
 
+
+class UntrustedRuntimeDir(Exception):
+    """The runtime directory (or its launches/) is not this user's own."""
+
+
+def check_dirs(runtime_dir: Path) -> None:
+    """Raise UntrustedRuntimeDir naming the problem unless both directories are our own."""
+    from envbox import fsio
+
+    for directory in (runtime_dir, runtime_dir / "launches"):
+        problem = fsio.private_dir_problem(directory)
+        if problem:
+            raise UntrustedRuntimeDir(problem)
+
+
+def _record(data: bytes | None) -> dict | None:
+    """A launch record with the fields and types the supervisor writes, or None."""
+    if data is None:
+        return None
+    try:
+        record = marshal.loads(data)
+    except (ValueError, EOFError, TypeError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    fields = {"profile": str, "pid": int, "started": (int, float), "backend": str, "cgroups": list, "layers": list}
+    for key, kind in fields.items():
+        if key in record and not isinstance(record[key], kind):
+            return None
+    if not isinstance(record.get("pid"), int) or record["pid"] <= 0:
+        return None
+    if not all(isinstance(x, str) for x in record.get("cgroups", []) + record.get("layers", [])):
+        return None
+    return record
 
 
 def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
     """One row per live launch of this user; records of dead supervisors are removed."""
+    from envbox import fsio
+
     by_pid = {row["launcher_pid"]: row for row in cgroup_rows}
     out = []
     directory = runtime_dir / "launches"
+    check_dirs(runtime_dir)
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
@@ -24,11 +67,10 @@ def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
         path = directory / name
         if not name.endswith(".launch"):
             continue
-        try:
-            record = marshal.loads(path.read_bytes())
-            pid = int(record["pid"])
-        except (OSError, ValueError, KeyError, TypeError, EOFError):
+        record = _record(fsio.read_quiet(path, limit=RECORD_MAX))
+        if record is None:
             continue
+        pid = record["pid"]
         if not pid_alive(pid):
             path.unlink(missing_ok=True)
             continue

@@ -340,6 +340,7 @@ class Context:
         self.die_with_parent = False
         self.wait_fd: int | None = None
         self.own_pgrp = False
+        self.close_fds: list[int] = []  # closed just before exec: the app was given them closed
         self.debug = False
         self.forced_legacy = os.environ.get("ENVBOX_SANDBOX_LEGACY_MOUNT") == "1"
         self.ops: list = []  # run by this process
@@ -401,6 +402,11 @@ def parse(argv: list[str]) -> Context:
                 ctx.wait_fd = int(take(1)[0])
             except ValueError:
                 raise SandboxFailure("--wait-fd needs a file descriptor number") from None
+        elif arg == "--close-fd":
+            value = take(1)[0]
+            if value not in ("0", "1", "2"):
+                raise SandboxFailure(f"--close-fd takes 0, 1 or 2, not {value!r}")
+            ctx.close_fds.append(int(value))
         elif arg == "--chdir":
             ctx.chdir = take(1)[0]
         elif arg == "--die-with-parent":
@@ -567,6 +573,7 @@ def _exec_app(ctx: Context, cwd: str) -> int:
             if sig in (signal.SIGPIPE, signal.SIGXFSZ) or signal.getsignal(sig) not in (signal.SIG_IGN, signal.SIG_DFL, None):
                 signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        _close_std(ctx.close_fds)
         try:
             os.execve(program, ctx.argv, ctx.env)
         except OSError as exc:
@@ -576,12 +583,31 @@ def _exec_app(ctx: Context, cwd: str) -> int:
                     os.execve("/bin/sh", ["/bin/sh", program, *ctx.argv[1:]], ctx.env)
                 except OSError:
                     pass
+            _null_std(ctx.close_fds)  # /dev/null again, so the message below can be written
             code = EXIT_NOTFOUND if exc.errno == errno.ENOENT else EXIT_NOEXEC
             raise SandboxFailure(f"{ctx.argv[0]}: {exc.strerror}", code) from None
     except SandboxFailure as exc:
         print(f"envbox: {exc}", file=sys.stderr)
         return exc.code
     return EXIT_ENVBOX
+
+
+def _close_std(fds: list) -> None:
+    """Close the standard fds envbox itself was started without (it ran with /dev/null on
+    them): the app gets exactly the streams its caller gave, a closed one included."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _null_std(fds: list) -> None:
+    for fd in sorted(fds):
+        null = os.open("/dev/null", os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
 
 
 # ---- waiting and forwarding (used by the supervisor, the relay and the init) ---------------

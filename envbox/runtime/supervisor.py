@@ -27,10 +27,10 @@ class LaunchSpec:
     measured in milliseconds and `import dataclasses` alone costs several)."""
 
     __slots__ = ("profile", "userns", "overlays", "env", "cwd", "argv", "limits", "allow_unenforced",
-                 "layer_digests", "store_root", "runtime_dir", "readonly", "debug")
+                 "layer_digests", "store_root", "runtime_dir", "readonly", "debug", "closed_fds")
 
     def __init__(self, *, profile, userns, overlays, env, cwd, argv, limits, allow_unenforced,
-                 layer_digests, store_root, runtime_dir, readonly=(), debug=False):
+                 layer_digests, store_root, runtime_dir, readonly=(), debug=False, closed_fds=()):
         self.profile = profile
         self.userns = userns
         self.overlays = overlays  # [(target, [lower dirs top first])]
@@ -44,12 +44,13 @@ class LaunchSpec:
         self.runtime_dir = runtime_dir
         self.readonly = readonly  # envbox's own directories: read-only for the app
         self.debug = debug
+        self.closed_fds = tuple(closed_fds)  # standard fds envbox was started without: the app gets them closed
 
     def sandbox_args(self, cgroup_files=()) -> list:
         return sandboxargs.render(
             userns=self.userns, overlays=self.overlays, env=self.env, cwd=self.cwd,
             argv=self.argv, cgroup_files=cgroup_files, readonly=self.readonly, own_pgrp=not _on_terminal(),
-            debug=self.debug,
+            debug=self.debug, close_fds=self.closed_fds,
         )
 
 
@@ -62,7 +63,7 @@ def _on_terminal() -> bool:
         return False
 
 
-def spec_from_cache(entry: dict, environ, cwd: str, command, extra, *, debug: bool = False) -> LaunchSpec:
+def spec_from_cache(entry: dict, environ, cwd: str, command, extra, *, debug: bool = False, closed_fds=()) -> LaunchSpec:
     """The one place a plan (as Plan.to_cache() data) becomes what the supervisor runs."""
     plan = entry["plan"]
     argv = list(command) if command is not None else [*plan["argv"], *extra]
@@ -80,6 +81,7 @@ def spec_from_cache(entry: dict, environ, cwd: str, command, extra, *, debug: bo
         runtime_dir=entry["runtime_dir"],
         readonly=entry.get("readonly", ()),
         debug=debug,
+        closed_fds=closed_fds,
     )
 
 
@@ -225,6 +227,17 @@ def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
         if gate:
             os.close(gate[0])
             problems = _verify_started(cgroup, spec)
+            if not all(os.path.isdir(p) for p in cgroup.paths):
+                # The manager's command (systemd-run) never made the scope: it failed or hangs.
+                # It must not hold the launch forever: stop it and say so.
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.close(gate[1])
+                sandbox.wait_forwarding(pid, watched)
+                _say(f"cannot start {spec.profile}: {problems[0]}\nhint: run 'envbox doctor'; check that the systemd user manager answers (systemctl --user status)")
+                return EXIT_ENVBOX
             if problems and _refuse_unenforced(spec, problems):
                 os.close(gate[1])  # the init reads nothing and exits: the app never starts
                 sandbox.wait_forwarding(pid, watched)
@@ -269,7 +282,7 @@ def _verify_started(cgroup, spec: LaunchSpec, timeout: float = 5.0) -> list:
     deadline = time.monotonic() + timeout
     while not all(os.path.isdir(p) for p in cgroup.paths):
         if time.monotonic() > deadline:
-            return [f"the cgroup {cgroup.paths[0]} did not appear (systemd-run failed or ignored --scope?)"]
+            return [f"the cgroup {cgroup.paths[0]} did not appear within {timeout:g} s (systemd-run failed, hangs or ignored --scope)"]
         time.sleep(0.01)
     return list(cgroup.verify(_limits(spec)))
 
@@ -284,7 +297,7 @@ def _hold_layers(spec: LaunchSpec) -> list[int]:
     locks = os.path.join(spec.store_root, "locks")
     for digest in spec.layer_digests:
         try:
-            fd = os.open(os.path.join(locks, f"use-{digest}"), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            fd = os.open(os.path.join(locks, f"use-{digest}"), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError:
             continue
         fcntl.flock(fd, fcntl.LOCK_SH)
@@ -292,8 +305,9 @@ def _hold_layers(spec: LaunchSpec) -> list[int]:
     return fds
 
 
-def private_dir(path: str) -> bool:
-    """Make (or accept) a directory only this user can use, without following a symlink.
+def private_dir(path: str) -> str | None:
+    """Make (or accept) a directory only this user can use, without following a symlink;
+    None when it is one, else why not.
 
     The runtime directory may live in /tmp (no $XDG_RUNTIME_DIR), where anyone could have
     planted a symlink or a directory of their own under the expected name."""
@@ -303,23 +317,23 @@ def private_dir(path: str) -> bool:
         os.mkdir(path, 0o700)
     except FileExistsError:
         pass
-    except OSError:
-        return False
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    import stat
+    except OSError as exc:
+        return f"cannot make {path}: {exc.strerror}"
+    from envbox import fsio
 
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+    return fsio.private_dir_problem(path) or (None if os.path.isdir(path) else f"{path} is missing")
 
 
 def _register(spec: LaunchSpec, cgroup) -> str | None:
     """A record for `envbox ps` in the runtime directory; removed when the launch ends."""
-    if not spec.runtime_dir or not private_dir(spec.runtime_dir):
+    if not spec.runtime_dir:
         return None
     directory = os.path.join(spec.runtime_dir, "launches")
-    if not private_dir(directory):
+    problem = private_dir(spec.runtime_dir) or private_dir(directory)
+    if problem:
+        from envbox.core.names import printable
+
+        _say(f"warning: this launch is not recorded for 'envbox ps': {printable(problem)}")
         return None
     import marshal
     import time

@@ -19,7 +19,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import threading
 import time
 import zipfile
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from envbox import fsio, helper
 from envbox.sources import debclosure
 from envbox.core.errors import BuildError
 from envbox.core.names import NAME_RULE, is_valid_name
@@ -37,6 +37,7 @@ KIND = "deb"
 SPEC_KEYS = ("kind", "suite", "packages", "skip", "force", "private", "strip")
 LISTS_MAX_AGE = 24 * 3600  # seconds before `apt-get update` runs again for a suite
 HOST_STATUS = Path("/var/lib/dpkg/status")
+LIST_MAX = 1 << 30  # a suite's Packages list is ~60 MB; the host's status a few MB
 INDEX_FORMAT = 1  # bump when debclosure.Package changes: cached index copies are then reparsed
 DOC_DIRS = ("usr/share/doc", "usr/share/man", "usr/share/lintian", "usr/share/info")
 # Debian ships these at / in pre-usrmerge suites; the host is usrmerged (/bin -> usr/bin), so
@@ -155,9 +156,9 @@ def resolve(spec: Mapping[str, Any], ctx: BuildContext, *, mirror: Mirror, statu
     lists = update_lists(suite, mirror, ctx, arch=arch)
     start = time.monotonic()
     try:
-        status_text = status.read_text(errors="replace")
-    except OSError as exc:
-        raise BuildError(f"cannot read the host's package status {status}: {exc.strerror}", "deb sources need a Debian-based host") from None
+        status_text = fsio.read_limited(status, limit=LIST_MAX, follow=True)[0].decode(errors="replace")
+    except fsio.FileRefused as exc:
+        raise BuildError(f"cannot read the host's package status {status}: it {exc.why}", "deb sources need a Debian-based host") from None
     cache = _closure_cache(ctx, spec, arch, lists, status_text)
     closure = _read_closure(cache)
     if closure is None:
@@ -192,9 +193,9 @@ def _closure_cache(ctx: BuildContext, spec: Mapping[str, Any], arch: str, lists,
 
 def _read_closure(path: Path) -> debclosure.Closure | None:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(fsio.read_limited(path, limit=LIST_MAX)[0])
         return debclosure.Closure(tuple(debclosure.Pulled(**p) for p in data["packages"]), tuple(data["warnings"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (fsio.FileRefused, ValueError, KeyError, TypeError):
         return None
 
 
@@ -207,12 +208,12 @@ def _write_closure(path: Path, closure: debclosure.Closure) -> None:
 
 def host_arch(env: Mapping[str, str]) -> str:
     try:
-        result = subprocess.run(["dpkg", "--print-architecture"], env=dict(env), capture_output=True, text=True)
-    except FileNotFoundError:
-        result = None
-    if result is None or result.returncode != 0 or not result.stdout.strip():
-        raise BuildError("cannot tell the host's Debian architecture (dpkg --print-architecture failed)", "deb sources need a Debian-based host")
-    return result.stdout.strip()
+        out = helper.run(["dpkg", "--print-architecture"], env=dict(env), timeout_s=helper.timeout(60)).stdout.strip()
+    except helper.HelperFailed as exc:
+        raise BuildError(f"cannot tell the host's Debian architecture: {exc}", "deb sources need a Debian-based host") from None
+    if not out:
+        raise BuildError("cannot tell the host's Debian architecture (dpkg --print-architecture printed nothing)", "deb sources need a Debian-based host")
+    return out
 
 
 # ---- apt lists ------------------------------------------------------------------------------
@@ -259,13 +260,16 @@ def update_lists(suite: str, mirror: Mirror, ctx: BuildContext, *, arch: str) ->
     sources = mirror.sources_list(suite)
     base = ctx.downloads / "apt" / f"{suite}-{arch}-{hashlib.sha256(sources.encode()).hexdigest()[:12]}"
     base.mkdir(parents=True, exist_ok=True)
-    with open(base / ".lock", "w") as lock:
+    # Never through a link or a FIFO planted in a shared cache: O_NOFOLLOW, O_NONBLOCK.
+    lock_fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    with os.fdopen(lock_fd, "r+b") as lock:
         # Two builds of the same suite would race on apt's files; the second waits and reuses.
         fcntl.flock(lock, fcntl.LOCK_EX)
         for sub in ("lists/partial", "cache/archives/partial", "state", "log"):
             (base / sub).mkdir(parents=True, exist_ok=True)
-        (base / "sources.list").write_text(sources)
-        (base / "apt.conf").write_text(apt_config(base, arch))
+        # Replaced, never written through: a link planted in a shared cache stays a link.
+        fsio.write_atomic(base / "sources.list", sources.encode(), fsync=False)
+        fsio.write_atomic(base / "apt.conf", apt_config(base, arch).encode(), fsync=False)
         (base / "state" / "status").touch()
         stamp = base / "updated"
         lists = _index_files(base, mirror, suite, arch) if stamp.exists() else []
@@ -279,19 +283,33 @@ def update_lists(suite: str, mirror: Mirror, ctx: BuildContext, *, arch: str) ->
             elif lists:
                 ctx.progress(f"deb: warning: apt-get update failed, using lists from {age / 3600:.0f} h ago: {error}")
             else:
-                raise BuildError(f"apt-get update for {suite} failed: {error}", f"check that {mirror.archive} is reachable and serves {suite}")
+                raise BuildError(f"apt-get update for {suite} failed: {error}", _update_hint(error, mirror, suite, base))
     if not lists:
         raise BuildError(f"no package lists for {suite} after apt-get update", f"check that {mirror.archive} serves {suite} for {arch}")
     return lists
 
 
 def _apt_update(base: Path, env: Mapping[str, str]) -> str | None:
-    """Run apt-get update with the suite's own configuration; the last error line, or None."""
-    result = subprocess.run(["apt-get", "-q", "update"], env={**env, "APT_CONFIG": str(base / "apt.conf")}, capture_output=True, text=True)
-    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith(("E:", "Err:"))]
+    """Run apt-get update with the suite's own configuration (and the helpers' timeout); the
+    line that says what failed (helper.first_meaningful_line: ENOSPC before 'Err:'), or None."""
+    try:
+        result = helper.run(["apt-get", "-q", "update"], env={**env, "APT_CONFIG": str(base / "apt.conf")}, check=False)
+    except helper.HelperFailed as exc:
+        return f"{exc.reason}" if exc.timed_out else str(exc)
+    text = result.stderr + "\n" + result.stdout
+    errors = [line for line in text.splitlines() if line.startswith(("E:", "Err:"))]
     if result.returncode == 0 and not errors:
         return None
-    return errors[-1] if errors else (result.stderr.strip()[-200:] or f"exit status {result.returncode}")
+    return helper.first_meaningful_line(text) or f"exit status {result.returncode}"
+
+
+def _update_hint(error: str, mirror: Mirror, suite: str, base: Path) -> str:
+    """What to do about a failed apt-get update: a local cause is not the mirror's fault."""
+    if helper.local_cause(error):
+        return f"apt-get could not write below {base}: free space (or fix the file system) there, then try again"
+    if "did not finish within" in error:
+        return f"{mirror.archive} did not answer in time; check the network or the mirror (ENVBOX_HELPER_TIMEOUT sets the limit)"
+    return f"check that {mirror.archive} is reachable and serves {suite}"
 
 
 def _index_files(base: Path, mirror: Mirror, suite: str, arch: str) -> list[tuple[Path, str]]:
@@ -323,7 +341,11 @@ def load_index(path: Path, origin: str, *, arch: str) -> list[debclosure.Package
     cached = _read_index_copy(cache, key)
     if cached is not None:
         return cached
-    packages = debclosure.read_packages(path.read_text(errors="replace"), arch=arch, origin=origin)
+    try:
+        text = fsio.read_limited(path, limit=LIST_MAX)[0].decode(errors="replace")
+    except fsio.FileRefused as exc:
+        raise BuildError(f"package list {path}: {exc.why}", f"remove {path.parent.parent} to fetch the lists again") from None
+    packages = debclosure.read_packages(text, arch=arch, origin=origin)
     cache.parent.mkdir(exist_ok=True)
     tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
     tmp.write_text(json.dumps({"key": key, "packages": [dataclasses.astuple(p) for p in packages]}))
@@ -334,11 +356,11 @@ def load_index(path: Path, origin: str, *, arch: str) -> list[debclosure.Package
 def _read_index_copy(cache: Path, key: dict) -> list[debclosure.Package] | None:
     """The cached copy if it was made from exactly this list; None when missing or stale."""
     try:
-        data = json.loads(cache.read_text())
+        data = json.loads(fsio.read_limited(cache, limit=LIST_MAX)[0])
         if data["key"] != key:
             return None
         return [debclosure.Package(*row) for row in data["packages"]]
-    except FileNotFoundError:
+    except fsio.FileRefused:  # missing, or not a file envbox wrote: it is rebuilt from the list
         return None
     except (ValueError, KeyError, TypeError):  # damaged copy: it is rebuilt from the list
         return None
@@ -422,11 +444,16 @@ def extract(deb: Path, root: Path, env: Mapping[str, str], *, name: str = "") ->
     label = name or deb.name
     tar = root.parent / f".{deb.name}.data.tar"
     try:
-        with open(tar, "wb") as out:
-            result = subprocess.run(["dpkg-deb", "--fsys-tarfile", "--", path], env=dict(env), stdout=out, stderr=subprocess.PIPE, text=True)
+        try:
+            with open(tar, "wb") as out:
+                result = helper.run(["dpkg-deb", "--fsys-tarfile", "--", path], env=dict(env), stdout=out, check=False)
+        except helper.HelperFailed as exc:
+            raise BuildError(f"dpkg-deb cannot unpack {label}: {exc.reason}", "try again; set ENVBOX_HELPER_TIMEOUT for a very slow disk") from None
+        except OSError as exc:
+            raise BuildError(f"cannot unpack {label} into {tar.parent}: {exc.strerror}", "free space there, then try again") from None
         if result.returncode != 0:
             lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
-            reason = lines[-1].removeprefix("dpkg-deb: error: ").replace(path, label)
+            reason = (helper.first_meaningful_line(result.stderr) or lines[-1]).removeprefix("dpkg-deb: error: ").replace(path, label)
             raise BuildError(
                 f"dpkg-deb cannot unpack {label}: {reason}",
                 f"the file is damaged or uses a format this host's dpkg-deb cannot read; check it with: dpkg-deb --info {path}",

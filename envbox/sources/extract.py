@@ -25,7 +25,6 @@ import lzma
 import os
 import stat
 import struct
-import subprocess
 import tarfile
 import zipfile
 import zlib
@@ -34,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from envbox import helper
 from envbox.core.errors import BuildError
-from envbox.sources.specs import FORMATS, check_map, map_path, normalise, strip  # noqa: F401  (re-exported)
+from envbox.sources.specs import FORMATS, PATH_MAX, check_map, map_path, normalise, strip  # noqa: F401  (re-exported)
 
 CHUNK = 1 << 20
 MAX_HEADER = 1 << 20  # a pax or GNU long-name header larger than this is an attack, not a name
@@ -87,7 +87,13 @@ def _lexically_inside(link_path: str, target: str) -> bool:
 
 def detect_format(path: Path) -> str:
     """The archive format from its first bytes (and the tar magic at offset 257)."""
-    with open(path, "rb") as f:
+    from envbox import fsio
+
+    try:
+        fd, _ = fsio.open_regular(path, follow=True)
+    except fsio.FileRefused as exc:
+        raise BuildError(f"{path}: {exc.why}", HINT) from None
+    with os.fdopen(fd, "rb") as f:
         head = f.read(512)
     if head.startswith(b"\x1f\x8b"):
         return "tar.gz"
@@ -165,7 +171,12 @@ def extract(
                 if path is None:
                     skipped += 1
                     continue
-                item(path)
+                try:
+                    item(path)
+                except OSError as exc:
+                    # ENAMETOOLONG, ENOSPC, EDQUOT, EMFILE...: the archive and the member, not
+                    # the store's temporary path.
+                    raise _fail(label, name, f"cannot be written to {_short(path)}: {exc.strerror or exc}") from None
         finally:
             items.close()  # stops a zstd child now, not when the traceback is freed
         tree.finish()
@@ -195,9 +206,12 @@ class _Budget:
             )
 
 
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 200 else text[:200] + "...")
+
+
 def _fail(label: str, name: str, problem: str) -> BuildError:
-    shown = repr(name if len(name) <= 200 else name[:200] + "...")
-    return BuildError(f"{label}: member {shown} {problem}", HINT)
+    return BuildError(f"{label}: member {_short(name)} {problem}", HINT)
 
 
 # ---- writing below a directory descriptor ----------------------------------------------------
@@ -325,6 +339,8 @@ class _Tree:
         self._record(Member(name, path, "f", mode & 0o777, size, h.hexdigest()))
 
     def symlink(self, name: str, path: str, target: str) -> None:
+        if len(os.fsencode(target)) > PATH_MAX:
+            raise _fail(self.label, name, f"is a symlink with a {len(os.fsencode(target))}-byte target, longer than the {PATH_MAX}-byte limit of paths")
         if not target or "\0" in target or (os.path.isabs(target) and not self.rooted):
             raise _fail(self.label, name, f"is a symlink to {target!r}: only relative links inside the tree are allowed")
         if not os.path.isabs(target) and not _lexically_inside(path, target):
@@ -358,10 +374,17 @@ class _Tree:
     def finish(self) -> None:
         """Check every symlink against the final tree, then give directories their modes."""
         for member in self.records.values():
-            if member.kind == "l" and not self._resolves_inside(member.path, member.target):
+            try:
+                inside = member.kind != "l" or self._resolves_inside(member.path, member.target)
+            except OSError as exc:
+                raise _fail(self.label, member.name, f"is a symlink to {member.target!r} that cannot be followed: {exc.strerror}") from None
+            if not inside:
                 raise _fail(self.label, member.name, f"is a symlink to {member.target!r}, which leads outside the tree through other links")
         for path in sorted(self.dir_modes, key=lambda p: -p.count("/")):
-            os.fchmod(self._dir(path, path, create=False), self.dir_modes[path])
+            try:
+                os.fchmod(self._dir(path, path, create=False), self.dir_modes[path])
+            except OSError as exc:
+                raise _fail(self.label, path, f"cannot be given its mode: {exc.strerror}") from None
 
     def _resolves_inside(self, link_path: str, target: str) -> bool:
         """Follow target through the links really in the tree, never above its root."""
@@ -474,12 +497,13 @@ def _tar_items(archive: Path, fmt: str, tree: _Tree):
             proc.stdout.close()
             err = proc.stderr.read().decode(errors="replace").strip()
             if proc.wait() != 0:
-                raise BuildError(f"{tree.label}: zstd failed: {err or proc.returncode}", HINT)
+                if proc.timed_out:
+                    raise BuildError(f"{tree.label}: zstd did not finish within the helpers' timeout and was stopped", "set ENVBOX_HELPER_TIMEOUT for a very slow disk")
+                raise BuildError(f"{tree.label}: zstd failed: {helper.first_meaningful_line(err) or proc.returncode}", HINT)
     finally:
         raw.close()
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            helper.finish(proc)
 
 
 # What decompressors and tarfile raise on damaged input (gzip's BadGzipFile and bz2's
@@ -490,7 +514,10 @@ _READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)
 def _decompressed(archive: Path, fmt: str):
     if fmt == "tar.zst":
         # The zstd CLI decompresses in a pipe; its exit status catches a truncated frame.
-        proc = subprocess.Popen(["zstd", "-dcq", "--", str(archive)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            proc = helper.popen(["zstd", "-dcq", "--", str(archive)])
+        except helper.HelperFailed as exc:
+            raise BuildError(f"{archive.name}: cannot decompress: {exc}", "install zstd (apt-get install zstd)") from None
         return proc.stdout, proc
     opener = {"tar": open, "tar.gz": gzip.open, "tar.xz": lzma.open, "tar.bz2": bz2.open}[fmt]
     return opener(archive, "rb"), None

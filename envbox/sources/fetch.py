@@ -66,9 +66,13 @@ def cached(downloads: Path, *, sha256: str | None = None, integrity: str | None 
         path = downloads / algo / digest
     else:
         return None
+    from envbox import fsio
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd, _ = fsio.open_regular(path)
+    except fsio.FileRefused as exc:
+        if not exc.missing:  # a link, FIFO or device where a download should be: not ours
+            fsio.unlink_quiet(path)
         return None
     with os.fdopen(fd, "rb") as f:
         hashes = _Hashes(sha512=bool(integrity) and parse_integrity(integrity)[0] == "sha512")
@@ -183,13 +187,15 @@ class _Hashes:
 
 def _copy_into(url: str, out, *, progress: Progress | None, max_bytes: int, timeout: float) -> _Hashes:
     if os.path.isabs(url):
+        from envbox import fsio
+
         try:
-            src = open(url, "rb")
-        except OSError as exc:
-            raise BuildError(f"cannot read {url}: {exc.strerror}", "check the path in the catalog") from None
-        with src:
-            total = os.fstat(src.fileno()).st_size
-            return _pump(src, out, url, total, progress=progress, max_bytes=max_bytes)
+            # A catalog may name a symlink to the archive, but never a FIFO or a device.
+            fd, st = fsio.open_regular(url, follow=True)
+        except fsio.FileRefused as exc:
+            raise BuildError(f"cannot read {url}: {exc.why}", "check the path in the catalog") from None
+        with os.fdopen(fd, "rb") as src:
+            return _pump(src, out, url, st.st_size, progress=progress, max_bytes=max_bytes)
     opener = urllib.request.build_opener(_HttpsOnlyRedirects())
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
     try:
@@ -269,9 +275,11 @@ def _unique() -> str:
 
 
 def _read_origin(downloads: Path, digest: str) -> dict:
+    from envbox import fsio
+
     try:
-        data = json.loads((downloads / "origin" / f"{digest}.json").read_text())
-    except (FileNotFoundError, ValueError):
+        data = json.loads(fsio.read_quiet(downloads / "origin" / f"{digest}.json", limit=64 << 10) or b"{}")
+    except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import struct
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from envbox import helper
 from envbox.core.errors import BuildError
 
 DEFAULT_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -150,7 +150,8 @@ def _files(root: Path):
 
 
 def _patchelf_out(argv: list[str], env: Mapping[str, str]) -> str:
-    result = subprocess.run(argv, env={"PATH": DEFAULT_PATH, **env}, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise BuildError(f"patchelf failed on {argv[-1]}: {result.stderr.strip()[-200:]}", "report the package; run without `private:` meanwhile")
+    try:
+        result = helper.run(argv, env={"PATH": DEFAULT_PATH, **env}, timeout_s=helper.timeout(120))
+    except helper.HelperFailed as exc:
+        raise BuildError(f"patchelf failed on {argv[-1]}: {exc.reason}", "report the package; run without `private:` meanwhile") from None
     return result.stdout.strip()

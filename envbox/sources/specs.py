@@ -9,11 +9,17 @@ import os
 import urllib.parse
 from typing import Any, Iterable, Mapping
 
+from envbox.core import fields
+
 FORMATS = ("tar", "tar.gz", "tar.xz", "tar.bz2", "tar.zst", "zip")
 LAYER_TOPS = ("usr", "etc", "opt")  # what an overlay layer may hold (plan.OVERLAY_TARGETS)
 # Tests serve fixtures from a local http.server; users only ever get https.
 LOOPBACK_SWITCH = "ENVBOX_ALLOW_HTTP_LOOPBACK"
 _DIGEST_SIZE = {"sha512": 64, "sha256": 32}
+# Linux's limits (limits.h), in bytes: a name component, and a whole path without its NUL.
+# A member beyond them could never be created or opened by path: it fails by name, up front.
+NAME_MAX = fields.NAME_MAX
+PATH_MAX = fields.PATH_MAX - 1
 
 
 # ---- URLs and digests ------------------------------------------------------------------------
@@ -24,6 +30,7 @@ def check_url(url: object) -> None:
     if not isinstance(url, str) or not url:
         raise ValueError("url must be a non-empty string")
     if os.path.isabs(url):
+        fields.absolute_path(url, "a local url")  # the same rule as paths in profiles
         return
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
@@ -83,7 +90,13 @@ def normalise(name: str) -> str:
         raise ValueError("has a '..' component")
     if any(p.startswith(".wh.") for p in parts):
         raise ValueError("is an overlayfs whiteout name (.wh.*)")
-    return "/".join(parts)
+    longest = max((len(os.fsencode(p)) for p in parts), default=0)
+    if longest > NAME_MAX:
+        raise ValueError(f"has a {longest}-byte name component, longer than the {NAME_MAX}-byte limit of file names")
+    clean = "/".join(parts)
+    if len(os.fsencode(clean)) > PATH_MAX:
+        raise ValueError(f"has a {len(os.fsencode(clean))}-byte path, longer than the {PATH_MAX}-byte limit of paths")
+    return clean
 
 
 def strip(name: str, count: int) -> str | None:

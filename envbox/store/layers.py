@@ -16,6 +16,7 @@ from envbox.store import treedigest
 from envbox.fsio import listdir_sorted, pid_alive, unlink_quiet, write_text_atomic
 from envbox.core.errors import BuildError, EnvboxError
 from envbox.core.limits import format_size
+from envbox.core.names import printable
 
 LOCK_TIMEOUT = 600.0  # seconds a builder waits for another builder of the same layer (ENVBOX_LOCK_TIMEOUT)
 
@@ -96,7 +97,7 @@ class Store:
 
     def lookup(self, key: str) -> LayerInfo | None:
         try:
-            data = json.loads(self._index_file(key).read_text())
+            data = json.loads(_read_meta(self._index_file(key), INDEX_MAX))
             info = LayerInfo.from_json(data, self)
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
@@ -166,7 +167,8 @@ class Store:
 
     def _log(self, line: str) -> None:
         """One line per completed build, for users ('when was this built?') and tests."""
-        with open(self.root / "builds.log", "a") as f:
+        fd = os.open(self.root / "builds.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid={os.getpid()} {line}\n")
 
     def _write_meta(self, digest: str, manifest: treedigest.Manifest) -> None:
@@ -178,7 +180,7 @@ class Store:
         """path -> content digest of the non-directory entries of a stored layer."""
         out = {}
         try:
-            text = (self.root / "meta" / f"{digest}.manifest").read_text("utf-8", "surrogateescape")
+            text = _read_meta(self.root / "meta" / f"{digest}.manifest", MANIFEST_MAX).decode("utf-8", "surrogateescape")
         except FileNotFoundError:
             return {e.path: e.digest for e in treedigest.scan(self.layer_dir(digest)).entries if e.kind != "d"}
         for line in text.splitlines():
@@ -204,6 +206,23 @@ class Store:
                 if info:
                     out.append(info)
         return out
+
+
+INDEX_MAX = 4 << 20  # an index entry: one layer's metadata and artifacts
+MANIFEST_MAX = 256 << 20  # one line per file of a layer
+
+
+def _read_meta(path: Path, limit: int) -> bytes:
+    """A store metadata file: never through a link, a FIFO or a device, at most limit bytes.
+    FileNotFoundError when absent; ValueError when it is not a file envbox could have written."""
+    from envbox import fsio
+
+    try:
+        return fsio.read_limited(path, limit=limit)[0]
+    except fsio.FileRefused as exc:
+        if exc.missing:
+            raise FileNotFoundError(str(path)) from None
+        raise ValueError(f"{path}: {exc.why}") from None
 
 
 def _make_links(root: Path, links: tuple[tuple[str, str], ...]) -> None:
@@ -261,7 +280,7 @@ class _Lock:
         self.fd = -1
 
     def __enter__(self) -> "_Lock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         deadline = time.monotonic() + self.timeout
         delay = 0.01
         while True:
@@ -270,7 +289,7 @@ class _Lock:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                    holder = printable(os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "unknown")
                     os.close(self.fd)
                     raise EnvboxError(
                         f"timed out after {self.timeout:.0f} s waiting for another build of {self.what} (held by pid {holder})",
@@ -316,7 +335,7 @@ def verify(store: Store) -> list[Problem]:
             problems.append(Problem(name, f"content changed: its files now hash to {actual[:16]}…"))
     for name in listdir_sorted(store.root / "index"):
         try:
-            data = json.loads((store.root / "index" / name).read_text())
+            data = json.loads(_read_meta(store.root / "index" / name, INDEX_MAX))
             info = LayerInfo.from_json(data, store)
         except (ValueError, KeyError, TypeError, OSError) as exc:
             problems.append(Problem(name, f"bad index entry: {exc}"))
@@ -342,7 +361,7 @@ def gc(store: Store, keep: set[str]) -> tuple[list[str], list[str]]:
     for name in listdir_sorted(layers):
         if not _is_digest(name) or name in keep:
             continue
-        lock = os.open(store.root / "locks" / f"use-{name}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        lock = os.open(store.root / "locks" / f"use-{name}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         try:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -381,7 +400,7 @@ def _index_digests(store: Store) -> dict[str, list[Path]]:
     for name in listdir_sorted(store.root / "index"):
         path = store.root / "index" / name
         try:
-            digest = json.loads(path.read_text()).get("digest")
+            digest = json.loads(_read_meta(path, INDEX_MAX)).get("digest")
         except (ValueError, OSError, AttributeError):
             digest = ""
         out.setdefault(digest if isinstance(digest, str) else "", []).append(path)

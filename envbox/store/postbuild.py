@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from envbox import helper
 from envbox.core import sandboxargs
 from envbox.core.catalog import PYTHON_NAME, check_steps
 from envbox.core.errors import BuildError
@@ -52,8 +53,12 @@ def over_usr_argv(layer_root: Path, argv: list[str], env: Mapping[str, str]) -> 
 
 
 def run_over_usr(layer_root: Path, argv: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess:
-    """Run argv over the layer (over_usr_argv); the environment is exactly env."""
-    return subprocess.run(over_usr_argv(layer_root, argv, env), env=dict(env), capture_output=True, text=True)
+    """Run argv over the layer (over_usr_argv); the environment is exactly env. With the
+    helpers' timeout (envbox.helper); the exit status is the caller's to judge."""
+    try:
+        return helper.run(over_usr_argv(layer_root, argv, env), env=dict(env), check=False)
+    except helper.HelperFailed as exc:
+        raise BuildError(f"{argv[0]} in the layer: {exc.reason}", "check the layer's programs run: envbox build --debug") from None
 
 
 # What `compileall -q -d /usr/lib/python2.7 LIBDIR` does, for a given list of files: each pyc
@@ -97,12 +102,15 @@ def pycompile(root: Path, interpreter: str, *, env: Mapping[str, str]) -> None:
         # unchecked-hash (PEP 552): layers are immutable, so the pyc never needs re-checking,
         # and it stays valid when a copy of the layer loses its mtimes.
         jobs = [[*argv, "-s", str(root), "-p", "/", "-j", "0", "--invalidation-mode", "unchecked-hash", str(libdir)]]
-    procs = [
-        subprocess.Popen(over_usr_argv(root, job, env), env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for job in jobs
-    ]
-    for proc in procs:
-        output, _ = proc.communicate()
-        if proc.returncode != 0:
-            tail = output.strip().splitlines()[-3:]
-            raise BuildError(f"pycompile {interpreter} failed (exit {proc.returncode}): {' / '.join(tail)}", "check the layer's interpreter runs: envbox build --debug")
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(job: list[str]) -> None:
+        helper.run(over_usr_argv(root, job, env), env=dict(env))
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            list(pool.map(one, jobs))
+    except helper.HelperFailed as exc:
+        status = f"exit {exc.returncode}" if exc.returncode is not None else "stopped"
+        raise BuildError(f"pycompile {interpreter} failed ({status}): {exc.reason}", "check the layer's interpreter runs: envbox build --debug") from None
+
