@@ -58,8 +58,9 @@ def resolve(profile: Profile, catalog: Callable[[], Catalog], lock: Lock | None 
         elif spec.dir:
             out.append(Resolved(spec, prefix=spec.dir.rstrip("/") or "/"))
         else:
+            releases = catalog()  # a broken catalog file is its own file:line, not the profile's
             try:
-                release = _pick(profile, spec, catalog(), lock, frozen=frozen)
+                release = _pick(profile, spec, releases, lock, frozen=frozen)
             except CatalogError as exc:
                 raise _located(profile, spec, exc) from None
             out.append(Resolved(spec, release=release))

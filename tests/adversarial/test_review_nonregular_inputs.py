@@ -22,8 +22,11 @@ def one_error(result, *words):
     lines = result.stderr.splitlines()
     assert lines and lines[0].startswith("envbox: "), result.stderr
     assert all(l.startswith(("envbox: ", "hint: ")) for l in lines), result.stderr
+    # Progress says which phase runs ("envbox: building ..."); the error is the last envbox: line.
+    error = [l for l in lines if l.startswith("envbox: ")][-1]
+    assert sum(1 for l in lines if l.startswith("hint: ")) <= 1, result.stderr
     for word in words:
-        assert word in lines[0], result.stderr
+        assert word in error, result.stderr
     no_traceback(result)
 
 
