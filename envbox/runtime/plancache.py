@@ -69,6 +69,8 @@ def parse_argv(argv: list[str]) -> tuple[str | None, list[str] | None, list[str]
             return argv[1].split("=", 1)[1], argv[3:], []
     if len(argv) >= 3 and argv[0] == "run" and argv[1] == "--":
         return None, argv[2:], []
+    if argv == ["launch"]:  # the project's own command
+        return None, None, []
     return None
 
 

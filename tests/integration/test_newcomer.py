@@ -173,9 +173,15 @@ def test_launch_without_a_name_runs_the_projects_command(env):
     (proj / "envbox.yaml").chmod(0o644)
     env.give(env.home)
     assert env.envbox("trust", "--yes", cwd=str(proj)).returncode == 0
+    for warm in (False, True):
+        result = env.envbox("launch", cwd=str(proj), env={"ENVBOX_TRACE": "1"})
+        assert result.returncode == 0 and result.stdout == "project-command\n", result.stderr
+        assert ("fast path" in result.stderr) is warm, result.stderr
+    (proj / "envbox.yaml").write_text("tools:\n  python: {host: /usr/bin/python3.11}\n")
+    assert env.envbox("trust", "--yes", cwd=str(proj)).returncode == 0
     for _ in range(2):
         result = env.envbox("launch", cwd=str(proj))
-        assert result.returncode == 0 and result.stdout == "project-command\n", result.stderr
+        assert result.returncode == 125 and "has no command" in result.stderr, result.stderr
 
 
 # --- 8: --frozen is one rule --------------------------------------------------------------
