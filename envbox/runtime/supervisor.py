@@ -227,9 +227,9 @@ def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
         if gate:
             os.close(gate[0])
             problems = _verify_started(cgroup, spec)
-            if not all(os.path.isdir(p) for p in cgroup.paths):
-                # The manager's command (systemd-run) never made the scope: it failed or hangs.
-                # It must not hold the launch forever: stop it and say so.
+            if not all(os.path.isdir(p) for p in cgroup.paths) and not _runs_sandbox(pid):
+                # The manager's command (systemd-run) neither made the scope nor started the
+                # sandbox in time: it hangs (no answer from the manager). Stop it, say so.
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -247,6 +247,16 @@ def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
         return sandbox.exit_code(sandbox.wait_forwarding(pid, watched))
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _runs_sandbox(pid: int) -> bool:
+    """Whether pid has exec'd the sandbox (launcher_argv: our interpreter), rather than still
+    being the manager's command that was to start it."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0", 1)[0] == os.fsencode(launcher_argv()[0])
+    except OSError:
+        return True  # gone: wait_forwarding reports how it ended
 
 
 def _threads() -> int:

@@ -27,11 +27,20 @@ def other_uid(env) -> int:
 
 @pytest.fixture
 def default_runtime(env):
-    """env without XDG_RUNTIME_DIR: its runtime dir is /tmp/envbox-UID (removed around the test)."""
+    """env without XDG_RUNTIME_DIR: its runtime dir is /tmp/envbox-UID. When that exists on
+    this machine (a real user's launches), a fresh name in /tmp stands in for it through
+    ENVBOX_RUNTIME_DIR: the same shared /tmp, the same checks."""
+    import tempfile
+
+    from envbox.config.paths import Paths
+
     path = Path(f"/tmp/envbox-{env.uid}")
-    if path.exists() or path.is_symlink():
-        pytest.skip(f"{path} exists on this machine; not touching it")
     del env.vars["XDG_RUNTIME_DIR"]
+    if os.getuid() == env.uid:
+        assert Paths.from_env({k: v for k, v in env.vars.items()}).runtime_dir == path
+    if path.exists() or path.is_symlink():
+        path = Path(tempfile.mktemp(prefix=f"envbox-review-{env.uid}-", dir="/tmp"))
+        env.vars["ENVBOX_RUNTIME_DIR"] = str(path)
     yield path
     if path.is_symlink() or path.is_file():
         path.unlink()
