@@ -92,8 +92,8 @@ def gc() -> int:
 
     paths = envbox_paths()
     store = store_mod.Store(paths.store)
-    keep = set(referenced_layers(paths, store))
-    removed, busy = store_mod.gc(store, keep)
+    # What is referenced is asked under gc's lock, after the store was listed (store_mod.gc).
+    removed, busy, keep = store_mod.gc(store, lambda: set(referenced_layers(paths, store)))
     for digest in removed:
         print(f"removed {digest[:16]}")
     for digest in busy:
