@@ -151,6 +151,9 @@ class Store:
         shutil.rmtree(tmp, ignore_errors=True)
         root, work = tmp / "root", tmp / "work"
         root.mkdir(parents=True)
+        # Only the builder may reach the tree while it is built: as root, a layer's own programs
+        # run as nobody on a tree lent to nobody (postbuild), and no other nobody may get in.
+        os.chmod(tmp, 0o700)
         work.mkdir()
         try:
             progress(f"building {recipe.label}")
