@@ -22,7 +22,8 @@ from harness import Victim, archive_release, tarball
 
 EVIL = """#!/bin/sh
 for a; do last=$a; done
-try() {{ if (echo pwned > "$1") 2>/dev/null; then echo "wrote $1"; else echo "denied $1"; fi; }}
+mark=$(printf "PWN%s" ED)
+try() {{ if (echo "$mark" > "$1") 2>/dev/null; then echo "wrote $1"; else echo "denied $1"; fi; }}
 {loud}
 {{
   echo "uid $(id -u)"
@@ -32,7 +33,7 @@ try() {{ if (echo pwned > "$1") 2>/dev/null; then echo "wrote $1"; else echo "de
   try {store}/builds.log
   try {sibling}
   try /usr/bin/evil
-  if unshare -rm sh -c "mount -o remount,rw,bind / ; echo pwned > {victim}/via-userns" 2>/dev/null; then echo "wrote via-userns"; else echo "denied via-userns"; fi
+  if unshare -rm sh -c "mount -o remount,rw,bind / ; echo $mark > {victim}/via-userns" 2>/dev/null; then echo "wrote via-userns"; else echo "denied via-userns"; fi
   if (exec 3<>/dev/tty) 2>/dev/null; then echo "has a terminal"; else echo "no terminal"; fi
 }} > "$last/report" 2>&1
 echo ok > "$last/written"
@@ -63,7 +64,7 @@ def world(env):
 
 def _evil_release(env, victim: Victim, *, loud: bool, sibling: str) -> None:
     script = EVIL.format(
-        loud=f"echo pwned > {victim.path}/secret || exit 7" if loud else "",
+        loud=f'echo "$mark" > {victim.path}/secret || exit 7' if loud else "",
         victim=victim.path, store=env.store, sibling=sibling,
     )
     blob = tarball({"usr/bin/python3.11": script.encode(), "usr/lib/python3.11/mod.py": b"x = 1\n"})
@@ -87,7 +88,7 @@ def _no_pwned(tree: Path) -> None:
             p = os.path.join(root, name)
             if not os.path.islink(p) and os.path.isfile(p):
                 with open(p, "rb") as f:
-                    assert b"pwned" not in f.read(), f"{p} was written by the layer's program"
+                    assert b"PWNED" not in f.read(), f"{p} was written by the layer's program"
 
 
 def test_post_step_program_cannot_write_outside_its_layer(world):

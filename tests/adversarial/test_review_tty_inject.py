@@ -34,15 +34,15 @@ print("pgrp", "ok" if os.tcgetpgrp(0) == os.getpgrp() else "not-foreground", flu
 """
 
 SIGINT_APP = r"""
-import signal, sys, time
-signal.signal(signal.SIGINT, lambda *a: (print("got SIGINT", flush=True), sys.exit(7)))
-print("ready", flush=True)
+import os, signal, time
+signal.signal(signal.SIGINT, lambda *a: (os.write(1, b"got SIGINT\n"), os._exit(7)))
+os.write(1, b"ready\n")
 time.sleep(60)
 print("no signal", flush=True)
 """
 
 
-def _on_pty(env, argv: list[str], *, send: bytes | None = None, after: bytes = b"ready") -> tuple[str, int]:
+def _on_pty(env, argv: list[str], *, send: bytes | None = None, after: bytes = b"ready\r\n") -> tuple[str, int]:
     """Run argv as env's user in a new session whose controlling terminal is a fresh pty."""
     master, slave = os.openpty()
 
