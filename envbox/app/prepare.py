@@ -203,31 +203,51 @@ def _known_projects(paths: Paths) -> list[Profile]:
     return out
 
 
-def referenced_layers(paths: Paths, store: Store) -> dict[str, list[str]]:
+def referenced_layers(paths: Paths, store: Store, problems: list | None = None) -> dict[str, list[str]]:
     """digest -> the profiles (and trusted project files that launched before) using it now or
-    in their lock files."""
+    in their lock files.
+
+    A profile that cannot be loaded or resolved (a typo, a broken catalog) may still use
+    layers nobody can name: it is added to problems as (name, message), so that gc can refuse
+    to remove anything rather than guess. Its lock file's digests count in any case."""
     from envbox.core.errors import EnvboxError
     from envbox.config.scopes import all_profiles
 
     refs: dict[str, list[str]] = {}
     load = catalog_loader(paths)
+
+    def note(name: str, exc: EnvboxError) -> None:
+        if problems is not None:
+            problems.append((name, exc.message))
+
+    def locked(name: str, path: Path) -> Lock | None:
+        try:
+            lock = read_lock(lock_path(path))
+        except EnvboxError as exc:
+            note(name, exc)
+            return None
+        for tool in (lock.tools.values() if lock else ()):
+            refs.setdefault(tool.digest, []).append(name)
+        return lock
+
     profiles = []
     for ref, shadow in all_profiles(paths):
         if shadow is None:
             try:
                 profiles.append(with_extends(paths, load_profile(ref.path, ref.scope)))
-            except EnvboxError:
-                continue  # a broken profile references nothing; `envbox list` reports it
+            except EnvboxError as exc:
+                note(ref.name, exc)  # `envbox list` reports it too
+                locked(ref.name, ref.path)
+                continue
     profiles += _known_projects(paths)
     for profile in profiles:
+        lock = locked(profile.name, profile.path)
         try:
-            lock = read_lock(lock_path(profile.path))
             resolution = resolve(profile, load, lock)
-        except EnvboxError:
+        except EnvboxError as exc:
+            note(profile.name, exc)
             continue
-        digests = {s.digest for s in find_layers(resolution, store).values()}
-        if lock:
-            digests |= {t.digest for t in lock.tools.values()}
-        for digest in digests:
-            refs.setdefault(digest, []).append(profile.name)
+        for digest in {s.digest for s in find_layers(resolution, store).values()}:
+            if profile.name not in refs.get(digest, ()):
+                refs.setdefault(digest, []).append(profile.name)
     return refs

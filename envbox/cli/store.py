@@ -92,8 +92,20 @@ def gc() -> int:
 
     paths = envbox_paths()
     store = store_mod.Store(paths.store)
-    # What is referenced is asked under gc's lock, after the store was listed (store_mod.gc).
-    removed, busy, keep = store_mod.gc(store, lambda: set(referenced_layers(paths, store)))
+    def referenced() -> set:
+        # Asked under gc's lock, after the store was listed (store_mod.gc).
+        problems: list = []
+        refs = referenced_layers(paths, store, problems)
+        if problems:
+            name, message = problems[0]
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise EnvboxError(
+                f"gc removed nothing: cannot tell which layers profile {name} uses: {message}{more}",
+                "fix or remove that profile ('envbox list' shows the broken ones), then run 'envbox gc' again",
+            )
+        return set(refs)
+
+    removed, busy, keep = store_mod.gc(store, referenced)
     for digest in removed:
         print(f"removed {digest[:16]}")
     for digest in busy:

@@ -94,3 +94,27 @@ def test_gc_keeps_a_layer_pinned_by_a_builder_until_it_exits(env):
     assert holder.returncode == 0
     assert env.envbox("gc").returncode == 0
     assert os.listdir(env.store / "layers") == []
+
+
+def test_gc_removes_nothing_while_a_profile_cannot_be_resolved(env):
+    """A profile gc cannot resolve (its catalog entry broken or gone) may use layers gc cannot
+    name: gc refuses in one line instead of removing them, and works again once it is fixed."""
+    _release(env, "solid", "1.0")
+    env.write_profile("solid", _profile("solid"))
+    assert env.envbox("build", "solid").returncode == 0
+    before = sorted(os.listdir(env.store / "layers"))
+    catalog = env.home / ".config" / "envbox" / "catalog.d" / "solid.yaml"
+    good = catalog.read_text()
+    catalog.write_text(good.replace("tool: solid", "tool: solidx"))
+    result = env.envbox("gc")
+    no_traceback(result)
+    assert result.returncode == 125
+    assert result.stderr.startswith("envbox: gc removed nothing: cannot tell which layers profile solid uses"), result.stderr
+    assert "hint: fix or remove that profile" in result.stderr
+    assert sorted(os.listdir(env.store / "layers")) == before
+    catalog.write_text(good)
+    assert env.envbox("gc").returncode == 0
+    assert sorted(os.listdir(env.store / "layers")) == before
+    (env.user_profiles / "solid.yaml").unlink()
+    assert env.envbox("gc").returncode == 0
+    assert os.listdir(env.store / "layers") == []
