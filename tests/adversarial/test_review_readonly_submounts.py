@@ -29,8 +29,9 @@ def _umount(path: Path) -> None:
     subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-@pytest.mark.parametrize("where", ["store", "cache", "config", "state", "system"])
-def test_a_mount_below_a_protected_dir_is_read_only_too(env, where):
+@pytest.mark.parametrize("legacy", [False, True], ids=["mount_setattr", "remount-each"])
+@pytest.mark.parametrize("where", ["store", "cache", "config", "state", "system", "runtime"])
+def test_a_mount_below_a_protected_dir_is_read_only_too(env, where, legacy):
     env.write_profile("sub", PROFILE)
     assert env.envbox("launch", "sub", "--", "true").returncode == 0  # builds the layer, makes the dirs
     base = {
@@ -39,6 +40,7 @@ def test_a_mount_below_a_protected_dir_is_read_only_too(env, where):
         "config": Path(env.vars["XDG_CONFIG_HOME"]) / "envbox",
         "state": Path(env.vars["XDG_STATE_HOME"]) / "envbox",
         "system": Path(env.vars["ENVBOX_SYSTEM_DIR"]),
+        "runtime": Path(env.vars["XDG_RUNTIME_DIR"]) / "envbox",
     }[where]
     target = base / "separate-fs"
     if where == "system":
@@ -56,7 +58,8 @@ def test_a_mount_below_a_protected_dir_is_read_only_too(env, where):
             f"for p in {target}/evil {nested}/evil {target}/outside; do "
             f"if (echo x > $p) 2>/dev/null; then echo wrote $p; else (echo x > $p) 2>&1 | grep -q 'Read-only' && echo erofs $p; fi; done"
         )
-        result = env.envbox("launch", "sub", "--", script)
+        # (The legacy switch also takes the slow path: the sandbox sees the variable either way.)
+        result = env.envbox("launch", "sub", "--", script, env={"ENVBOX_SANDBOX_LEGACY_MOUNT": "1"} if legacy else {})
         no_traceback(result)
         assert result.returncode == 0, result.stderr
         assert result.stdout.split("\n")[:3] == [f"erofs {target}/evil", f"erofs {nested}/evil", f"erofs {target}/outside"], result.stdout
