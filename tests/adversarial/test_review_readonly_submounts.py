@@ -30,7 +30,7 @@ def _umount(path: Path) -> None:
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["mount_setattr", "remount-each"])
-@pytest.mark.parametrize("where", ["store", "cache", "config", "state", "system", "runtime"])
+@pytest.mark.parametrize("where", ["store", "cache", "config", "state", "system"])
 def test_a_mount_below_a_protected_dir_is_read_only_too(env, where, legacy):
     env.write_profile("sub", PROFILE)
     assert env.envbox("launch", "sub", "--", "true").returncode == 0  # builds the layer, makes the dirs
@@ -40,7 +40,6 @@ def test_a_mount_below_a_protected_dir_is_read_only_too(env, where, legacy):
         "config": Path(env.vars["XDG_CONFIG_HOME"]) / "envbox",
         "state": Path(env.vars["XDG_STATE_HOME"]) / "envbox",
         "system": Path(env.vars["ENVBOX_SYSTEM_DIR"]),
-        "runtime": Path(env.vars["XDG_RUNTIME_DIR"]) / "envbox",
     }[where]
     target = base / "separate-fs"
     if where == "system":
