@@ -191,7 +191,7 @@ def readonly_tree(path: str) -> None:
     namespace (setting read-only is always allowed; only clearing flags is locked). Kernels
     before 5.12 get a remount of each mount point, top first, repeating its locked flags."""
     try:
-        if os.environ.get("ENVBOX_SANDBOX_LEGACY_MOUNT") == "1":  # tests: the older kernels' way
+        if os.environ.get("ENVBOX_SANDBOX_NO_MOUNT_SETATTR") == "1":  # tests: the older kernels' way
             raise OSError(errno.ENOSYS, "legacy mount requested")
         mount_setattr(path, AT_RECURSIVE, MOUNT_ATTR_RDONLY)
         return
