@@ -226,41 +226,62 @@ def _known_projects(paths: Paths) -> list[Profile]:
     return out
 
 
-def profiles_in_use(paths: Paths) -> list[tuple[Profile, Lock | None, Resolution]]:
-    """Every named profile that is not shadowed and every trusted project file that launched
-    before, resolved (with its lock). Broken ones are left out: `envbox list` reports them."""
+def profiles_in_use(paths: Paths, problems: list | None = None) -> list[tuple[str, Lock | None, Resolution | None]]:
+    """(name, lock, resolution) for every named profile that is not shadowed and every trusted
+    project file that launched before.
+
+    A profile that cannot be loaded or resolved (a typo, a broken catalog) may still use
+    layers nobody can name: its resolution is None, its lock (if readable) still counts, and it
+    is added to problems as (name, message), so that gc can refuse to remove anything rather
+    than guess. `envbox list` reports the same profiles as broken."""
     from envbox.core.errors import EnvboxError
     from envbox.config.scopes import all_profiles
 
     load = catalog_loader(paths)
+
+    def note(name: str, exc: EnvboxError) -> None:
+        if problems is not None:
+            problems.append((name, exc.message))
+
+    def locked(name: str, path: Path) -> Lock | None:
+        try:
+            return read_lock(lock_path(path))
+        except EnvboxError as exc:
+            note(name, exc)
+            return None
+
+    out: list[tuple[str, Lock | None, Resolution | None]] = []
     profiles = []
     for ref, shadow in all_profiles(paths):
         if shadow is None:
             try:
                 profiles.append(with_extends(paths, load_profile(ref.path, ref.scope)))
-            except EnvboxError:
-                continue
+            except EnvboxError as exc:
+                note(ref.name, exc)
+                out.append((ref.name, locked(ref.name, ref.path), None))
     profiles += _known_projects(paths)
-    out = []
     for profile in profiles:
+        lock = locked(profile.name, profile.path)
         try:
-            lock = read_lock(lock_path(profile.path))
-            out.append((profile, lock, resolve(profile, load, lock)))
-        except EnvboxError:
-            continue
+            resolution = resolve(profile, load, lock)
+        except EnvboxError as exc:
+            note(profile.name, exc)
+            resolution = None
+        out.append((profile.name, lock, resolution))
     return out
 
 
-def referenced_layers(paths: Paths, store: Store) -> dict[str, list[str]]:
+def referenced_layers(paths: Paths, store: Store, problems: list | None = None) -> dict[str, list[str]]:
     """digest -> the profiles (and trusted project files that launched before) using it now or
-    in their lock files."""
+    in their lock files. problems: see profiles_in_use."""
     refs: dict[str, list[str]] = {}
-    for profile, lock, resolution in profiles_in_use(paths):
-        digests = {s.digest for s in find_layers(resolution, store).values()}
+    for name, lock, resolution in profiles_in_use(paths, problems):
+        digests = {s.digest for s in find_layers(resolution, store).values()} if resolution else set()
         if lock:
             digests |= {t.digest for t in lock.tools.values()}
         for digest in digests:
-            refs.setdefault(digest, []).append(profile.name)
+            if name not in refs.get(digest, ()):
+                refs.setdefault(digest, []).append(name)
     return refs
 
 
@@ -271,9 +292,11 @@ def cache_needs(paths: Paths, layers: list) -> tuple[set[str], set[str]]:
     store = Store(paths.store)
     keep = {a.get("sha256") for info in layers for a in info.artifacts if isinstance(a, dict)}
     pending = set()
-    for profile, lock, resolution in profiles_in_use(paths):
+    for _, lock, resolution in profiles_in_use(paths):
         if lock:
             keep |= {sha for t in lock.tools.values() for _, sha in t.artifacts}
+        if resolution is None:
+            continue
         built = find_layers(resolution, store)
         for item in resolution.tools:
             if item.release is not None and item.spec.tool not in built and item.release.source.get("kind") == "deb":

@@ -47,13 +47,13 @@ def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | Non
         raise EnvboxError("the current directory no longer exists", "cd to an existing directory") from None
     profile = load_target(paths, name)
     inputs = plan_inputs(paths, profile)
-    with progress() as shown:  # gone before the app gets the terminal
-        prepared = prepare(paths, profile, build=True, frozen=frozen, progress=shown)
-    plan = prepared.plan
     if profile.scope == "project":
         from envbox.app.prepare import remember_project
 
-        remember_project(paths, profile)
+        remember_project(paths, profile)  # first: `envbox gc` then keeps what the build makes
+    with progress() as shown:  # gone before the app gets the terminal
+        prepared = prepare(paths, profile, build=True, frozen=frozen, progress=shown)
+    plan = prepared.plan
     entry = plancache_writer.make_entry(paths, plan.to_cache(), inputs + _layer_inputs(paths, plan), os.environ)
     if not frozen and not _trust_record_vanished(paths, profile, inputs):
         plancache_writer.write(paths, cache_key(profile.name, str(profile.path) if profile.scope == "project" else None), entry)

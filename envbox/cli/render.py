@@ -40,6 +40,8 @@ def render_plan(data: dict) -> str:
         out.append("fields   (where each came from: extends merges several files)")
         out += [f"  {k:<20} {where}" for k, where in data["fields"].items()]
     out.append("sandbox  " + ("user + mount namespace" if data["userns"] else "mount namespace") + " + pid namespace")
+    if data.get("seccomp"):
+        out.append(f"seccomp  {data['seccomp']['filter']} ({data['seccomp']['option']})")
     if data["sandbox_command"]:
         out.append("command  (paste into a shell to run the same sandbox; launch also joins the cgroup)")
         out.append("  " + data["sandbox_command"])

@@ -87,13 +87,27 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be
     paths = envbox_paths()
     store = store_mod.Store(paths.store)
     infos = {info.digest: info for info in store.index()}
-    keep = set(referenced_layers(paths, store))
+
+    def referenced() -> set:
+        # Asked under gc's lock, after the store was listed (store_mod.gc).
+        problems: list = []
+        refs = referenced_layers(paths, store, problems)
+        if problems:
+            name, message = problems[0]
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise EnvboxError(
+                f"gc removed nothing: cannot tell which layers profile {name} uses: {message}{more}",
+                "fix or remove that profile ('envbox list' shows the broken ones), then run 'envbox gc' again",
+            )
+        return set(refs)
+
     rows = []
     if dry_run:
-        unused = [d for d in listdir_sorted(store.root / "layers") if store_mod._is_digest(d) and d not in keep]
+        keep = referenced()
+        unused = [d for d in listdir_sorted(store.root / "layers") if store_mod.is_digest(d) and d not in keep]
         busy: list[str] = []
     else:
-        unused, busy = store_mod.gc(store, keep)
+        unused, busy, keep = store_mod.gc(store, referenced)
     for digest in unused:
         info = infos.get(digest)
         size = info.size if info else cacheprune.size_of(store.layer_dir(digest))
@@ -132,7 +146,7 @@ def _check(store) -> tuple[list, set[str]]:
     from envbox.store import layers as store_mod
 
     problems = store_mod.verify(store)
-    damaged = {p.what for p in problems if store_mod._is_digest(p.what)}
+    damaged = {p.what for p in problems if store_mod.is_digest(p.what)}
     for digest in damaged:
         damage.mark(store.root, digest)
     for digest in set(damage.marked(store.root)) - damaged:
@@ -176,10 +190,10 @@ def repair() -> int:
         print("repair: nothing to repair", file=sys.stderr)
         return 0
     users = referenced_layers(paths, store)
-    everything = set(listdir_sorted(store.root / "layers"))
     # gc's removal, for exactly the damaged layers: index entries first, then the layer as a
-    # whole (renamed away, then deleted); a layer a running app holds is left for later.
-    removed, busy = store_mod.gc(store, everything - damaged)
+    # whole (renamed away, then deleted); a layer a running app holds is left for later. What
+    # to keep is listed under gc's lock, so a layer built meanwhile is kept too.
+    removed, busy, _ = store_mod.gc(store, lambda: set(listdir_sorted(store.root / "layers")) - damaged)
     for digest in removed:
         damage.clear(store.root, digest)
         print(f"removed {digest[:16]} (damaged)")

@@ -102,6 +102,7 @@ class Plan:
             "limits": {"memory": self.limits.memory, "memory_swap": self.limits.memory_swap, "cpu": self.limits.cpu, "pids": self.limits.pids},
             "allow_unenforced": self.allow_unenforced,
             "userns": self.userns,
+            "seccomp": {"filter": sandboxargs.TTY_FILTER, "option": sandboxargs.TTY_FILTER_OPTION},
             "sandbox_command": shell_command(launcher, self.sandbox_args(environ, cwd, readonly=readonly)) if self.ready else None,
         }
 

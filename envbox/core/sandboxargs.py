@@ -26,14 +26,31 @@ def app_env(environ, fixed) -> dict:
     return env
 
 
-def render(*, userns, overlays, env, cwd, argv, extra=(), cgroup_files=(), readonly=(), own_pgrp=False, debug=False, close_fds=()) -> list:
+# The seccomp filter every sandbox installs (sandbox.py install_tty_filter); `envbox plan` names it.
+TTY_FILTER_OPTION = "--block-tty-inject"
+TTY_FILTER = "ioctl TIOCSTI and TIOCLINUX fail with EPERM (no typing into the caller's terminal)"
+
+
+def render(*, userns, overlays, env, cwd, argv, extra=(), cgroup_files=(), readonly=(), own_pgrp=False, debug=False, close_fds=(), confine=None) -> list:
     """overlays: [(target, [lower dirs top first])]; env: the app's whole environment;
     readonly: envbox's own directories, which the app must not be able to change;
-    close_fds: standard fds the app gets closed (envbox was started without them)."""
+    close_fds: standard fds the app gets closed (envbox was started without them).
+    confine: for a layer's own programs run while building it: {"writable": [(src, dest)],
+    "hide": [paths under a fresh tmpfs], "drop_to": (uid, gid) or None}: no network, every
+    mount read-only except the writable binds, no terminal, not root."""
     args = ["--debug"] if debug else []
     if userns:
         args.append("--userns")
     args.append("--unshare-pid")
+    if confine is not None:
+        args += ["--unshare-net", "--ro-all", "--new-session"]
+        for path in confine.get("hide", ()):
+            args += ["--tmpfs", path]
+        for src, dest in confine.get("writable", ()):
+            args += ["--bind", src, dest]
+        if confine.get("drop_to"):
+            args += ["--drop-to", *(str(n) for n in confine["drop_to"])]
+    args.append(TTY_FILTER_OPTION)
     if own_pgrp:
         args.append("--own-pgrp")
     for procs in cgroup_files:

@@ -21,7 +21,17 @@ Options (each flag on its own with its values):
     --lower DIR               a lower layer for the next --overlay (top first, like lowerdir=)
     --overlay TARGET          read-only overlay of the --lower dirs over the host's TARGET
     --setenv NAME VALUE       the app's environment is exactly the --setenv variables
-    --ro-bind PATH            make PATH read-only for the app (a read-only bind mount of itself)
+    --ro-bind PATH            make PATH, and every mount below it, read-only for the app (a
+                              recursive bind mount of itself, made read-only recursively)
+    --block-tty-inject        seccomp filter: ioctl(TIOCSTI) and ioctl(TIOCLINUX) fail with EPERM
+                              (the app cannot type into the caller's terminal)
+  Confinement of build-time steps (a layer's own programs run while building it):
+    --unshare-net             new network namespace (no network, no abstract unix sockets)
+    --ro-all                  make every mount read-only, recursively (after the overlays)
+    --tmpfs PATH              a fresh empty tmpfs over PATH (after --ro-all; hides what is there)
+    --bind SRC DEST           SRC writable at DEST (DEST below a --tmpfs; taken before --ro-all)
+    --new-session             the app starts a new session: no controlling terminal
+    --drop-to UID GID         the app runs as UID/GID without groups or capabilities (as root)
     --own-pgrp                the app gets a process group of its own (when not on a terminal)
     --wait-fd FD              the init waits for "1" on FD before starting the app (the
                               supervisor first checks limits it could only read once the
@@ -62,6 +72,9 @@ FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING, FSCONFIG_CMD_CREATE = 0, 1, 6
 FSMOUNT_CLOEXEC = 0x1
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+SYS_MOUNT_SETATTR = 442
+CLONE_NEWNET = 0x40000000
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 # The kernel caps an overlay at 500 lower layers (OVL_MAX_STACK).
 MAX_LOWER = 500
 # mount(2) copies its option string into one page; longer strings are cut, silently changing
@@ -161,6 +174,34 @@ def prctl(option: int, arg: int) -> None:
     _check(_libc.prctl(option, arg, 0, 0, 0), "prctl")
 
 
+class _MountAttr(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in ("attr_set", "attr_clr", "propagation", "userns_fd")]
+
+
+def mount_setattr(path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
+    attr = _MountAttr(attr_set=attr_set, attr_clr=attr_clr)
+    _check(_libc.syscall(SYS_MOUNT_SETATTR, -100, _b(path), flags, ctypes.byref(attr), ctypes.sizeof(attr)), "mount_setattr", path)
+
+
+def readonly_tree(path: str) -> None:
+    """Make the mount at path and every mount below it read-only (a store on its own disk, a
+    bind-mounted cache: a read-only flag on the top mount alone stops at their boundary).
+
+    mount_setattr(AT_RECURSIVE) does it in one step, also for locked mounts in a user
+    namespace (setting read-only is always allowed; only clearing flags is locked). Kernels
+    before 5.12 get a remount of each mount point, top first, repeating its locked flags."""
+    try:
+        if os.environ.get("ENVBOX_SANDBOX_NO_MOUNT_SETATTR") == "1":  # tests: the older kernels' way
+            raise OSError(errno.ENOSYS, "legacy mount requested")
+        mount_setattr(path, AT_RECURSIVE, MOUNT_ATTR_RDONLY)
+        return
+    except OSError as exc:
+        if exc.errno != errno.ENOSYS:
+            raise
+    for point in [path, *mounts_below(path)]:
+        mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _locked_flags(point))
+
+
 # ---- operations: plain values with execute() and describe() --------------------------------
 
 
@@ -182,17 +223,18 @@ class JoinCgroup:
 
 
 class Unshare:
-    def __init__(self, *, userns: bool, pidns: bool = False):
+    def __init__(self, *, userns: bool, pidns: bool = False, netns: bool = False):
         self.userns = userns
         self.pidns = pidns
+        self.netns = netns
 
     def describe(self) -> str:
-        kinds = ["user"] * self.userns + ["mount"] + ["pid"] * self.pidns
+        kinds = ["user"] * self.userns + ["mount"] + ["pid"] * self.pidns + ["net"] * self.netns
         return f"unshare {'+'.join(kinds)} namespaces" + (" (uid/gid mapped to themselves)" if self.userns else "")
 
     def execute(self, ctx: "Context") -> None:
         uid, gid = os.getuid(), os.getgid()
-        unshare(CLONE_NEWNS | (CLONE_NEWUSER if self.userns else 0) | (CLONE_NEWPID if self.pidns else 0))
+        unshare(CLONE_NEWNS | (CLONE_NEWUSER if self.userns else 0) | (CLONE_NEWPID if self.pidns else 0) | (CLONE_NEWNET if self.netns else 0))
         if self.userns:
             # An unprivileged process may map only its own ids, and must give up setgroups(2)
             # before writing gid_map (user_namespaces(7), "Interaction with setgroups").
@@ -228,10 +270,60 @@ class ReadOnly:
         if not os.path.lexists(self.path) or os.path.islink(self.path):
             return
         mount(self.path, self.path, None, MS_BIND | MS_REC)
-        # A bind mount takes the read-only flag only on a remount. In a user namespace the
-        # flags the mount already has (nosuid, nodev, noexec, atime) are locked and must be
-        # repeated, or the remount fails with EPERM (mount(2), "locked mounts").
-        mount(None, self.path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _locked_flags(self.path))
+        # Every mount of the recursive bind, not only the top one: a separate file system
+        # below PATH would otherwise stay writable.
+        readonly_tree(self.path)
+
+
+class ReadOnlyAll:
+    def describe(self) -> str:
+        return "read-only / and every mount below it"
+
+    def execute(self, ctx: "Context") -> None:
+        readonly_tree("/")
+
+
+class Tmpfs:
+    def __init__(self, path: str):
+        self.path = path
+
+    def describe(self) -> str:
+        return f"empty tmpfs over {self.path}"
+
+    def execute(self, ctx: "Context") -> None:
+        # A path hidden by an earlier tmpfs (HOME below /tmp) is hidden already.
+        if os.path.isdir(self.path) and not os.path.islink(self.path):
+            mount("tmpfs", self.path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
+
+
+class BindTake:
+    """The first half of --bind: a detached copy of SRC, taken while SRC is still writable and
+    visible (before --ro-all and the tmpfs mounts)."""
+
+    def __init__(self, source: str, dest: str):
+        self.source, self.dest = source, dest
+
+    def describe(self) -> str:
+        return f"take {self.source} for a writable bind at {self.dest}"
+
+    def execute(self, ctx: "Context") -> None:
+        ctx.binds[self.dest] = open_tree(self.source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)
+
+
+class BindPut:
+    def __init__(self, source: str, dest: str):
+        self.source, self.dest = source, dest
+
+    def describe(self) -> str:
+        return f"writable bind {self.source} at {self.dest}"
+
+    def execute(self, ctx: "Context") -> None:
+        fd = ctx.binds.pop(self.dest)
+        try:
+            os.makedirs(self.dest, exist_ok=True)
+            move_mount(fd, self.dest)
+        finally:
+            os.close(fd)
 
 
 def _locked_flags(path: str) -> int:
@@ -318,6 +410,14 @@ def submounts(target: str, mountinfo: str = "/proc/self/mountinfo") -> list:
     return outer
 
 
+def mounts_below(target: str, mountinfo: str = "/proc/self/mountinfo") -> list:
+    """Every mount point strictly below target, outermost first."""
+    with open(mountinfo, "rb") as f:
+        points = [_unescape(line.split(b" ")[4]) for line in f.read().splitlines() if line]
+    prefix = target.rstrip("/") + "/"
+    return sorted({p for p in points if p.startswith(prefix)}, key=lambda p: (p.count("/"), p))
+
+
 def _unescape(field: bytes) -> str:
     """mountinfo escapes space, tab, newline and backslash as \\ooo (proc(5))."""
     out, i = bytearray(), 0
@@ -343,6 +443,11 @@ class Context:
         self.close_fds: list[int] = []  # closed just before exec: the app was given them closed
         self.debug = False
         self.forced_legacy = os.environ.get("ENVBOX_SANDBOX_LEGACY_MOUNT") == "1"
+        self.netns = False
+        self.block_tty_inject = False
+        self.new_session = False
+        self.drop_to: tuple[int, int] | None = None
+        self.binds: dict[str, int] = {}  # dest -> detached tree (BindTake -> BindPut)
         self.ops: list = []  # run by this process
         self.init_ops: list = []  # run by the pid namespace's init (empty without --unshare-pid)
         self.argv: list[str] = []
@@ -363,6 +468,7 @@ def parse(argv: list[str]) -> Context:
     """argv -> Context with operations in execution order. Pure."""
     ctx = Context()
     joins, overlays, lowers, readonly = [], [], [], []
+    ro_all, tmpfs, binds = [], [], []
     i = 0
 
     def take(n: int) -> list[str]:
@@ -395,6 +501,24 @@ def parse(argv: list[str]) -> Context:
             ctx.env[name] = value
         elif arg == "--ro-bind":
             readonly.append(ReadOnly(take(1)[0]))
+        elif arg == "--block-tty-inject":
+            ctx.block_tty_inject = True
+        elif arg == "--unshare-net":
+            ctx.netns = True
+        elif arg == "--ro-all":
+            ro_all = [ReadOnlyAll()]
+        elif arg == "--tmpfs":
+            tmpfs.append(Tmpfs(take(1)[0]))
+        elif arg == "--bind":
+            binds.append(tuple(take(2)))
+        elif arg == "--new-session":
+            ctx.new_session = True
+        elif arg == "--drop-to":
+            try:
+                uid, gid = (int(v) for v in take(2))
+            except ValueError:
+                raise SandboxFailure("--drop-to needs a numeric uid and gid") from None
+            ctx.drop_to = (uid, gid)
         elif arg == "--own-pgrp":
             ctx.own_pgrp = True
         elif arg == "--wait-fd":
@@ -419,14 +543,18 @@ def parse(argv: list[str]) -> Context:
         raise SandboxFailure("--lower without a following --overlay")
     if not ctx.argv:
         raise SandboxFailure("no command given after --")
-    unshare = Unshare(userns=ctx.userns, pidns=ctx.pidns)
+    unshare = Unshare(userns=ctx.userns, pidns=ctx.pidns, netns=ctx.netns)
+    # Overlays first (their lower dirs must still be visible), then the writable binds are
+    # taken, everything turns read-only, the tmpfs mounts hide what they cover, and the binds
+    # go back on top of them.
+    mounts = [*overlays, *(BindTake(*b) for b in binds), *ro_all, *tmpfs, *(BindPut(*b) for b in binds), *readonly]
     if ctx.pidns:
         # The cgroups are joined by the init, not by this process: it only relays signals,
         # and must not count against (or be killed by) the app's limits.
-        ctx.ops = [unshare, *overlays, *readonly]
+        ctx.ops = [unshare, *mounts]
         ctx.init_ops = [*joins, MountProc()]
     else:
-        ctx.ops = [*joins, unshare, *overlays, *readonly]
+        ctx.ops = [*joins, unshare, *mounts]
     return ctx
 
 
@@ -561,10 +689,19 @@ def _exec_app(ctx: Context, cwd: str) -> int:
         except OSError as exc:
             # Never fall back to another directory: `rm -rf *` in the wrong place is worse.
             raise SandboxFailure(f"cannot enter the working directory {cwd} in the sandbox: {exc.strerror}\nhint: the directory is below a path the layers replace, or was removed; cd elsewhere") from None
+        if ctx.new_session:
+            os.setsid()  # no controlling terminal: nothing to type into, no terminal signals
+        if ctx.drop_to is not None and os.geteuid() == 0:
+            uid, gid = ctx.drop_to
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)  # from root to another uid: every capability goes
         if ctx.die_with_parent:
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         # No setuid/file-capability gains from here on (prctl(2)); inherited across fork and exec.
         prctl(PR_SET_NO_NEW_PRIVS, 1)
+        if ctx.block_tty_inject:
+            install_tty_filter()
         program = _find_program(ctx.argv[0], ctx.env.get("PATH", "/usr/bin:/bin"))
         # Whoever started us blocked signals to forward them; the app starts with a clean slate,
         # except that what the caller ignored stays ignored (nohup, background jobs): only the
@@ -608,6 +745,90 @@ def _null_std(fds: list) -> None:
         if null != fd:
             os.dup2(null, fd)
             os.close(null)
+
+
+# ---- seccomp: no typing into the caller's terminal --------------------------------------------
+
+# ioctl(TIOCSTI) pushes bytes into a terminal's input queue, as if typed: an app keeping the
+# caller's terminal could queue a command that the shell runs after the app exits. TIOCLINUX
+# (the virtual console's selection paste) does the same. Both fail with EPERM under the filter;
+# everything else, job control included (TIOCSPGRP, TIOCGWINSZ...), is untouched.
+TIOCSTI, TIOCLINUX = 0x5412, 0x541C
+AUDIT_ARCH_X86_64, AUDIT_ARCH_I386 = 0xC000003E, 0x40000003
+AUDIT_ARCH_AARCH64, AUDIT_ARCH_ARM = 0xC00000B7, 0x40000028
+X32_SYSCALL_BIT = 0x40000000
+# The ioctl syscall's number for each ABI a process on this machine can use: x86_64 also runs
+# i386 (int 0x80) and x32 code, aarch64 also 32-bit arm code; each must be filtered or it is a
+# way around the filter.
+IOCTL_NR = {
+    "x86_64": ((AUDIT_ARCH_X86_64, (16, X32_SYSCALL_BIT | 16, X32_SYSCALL_BIT | 514)), (AUDIT_ARCH_I386, (54,))),
+    "aarch64": ((AUDIT_ARCH_AARCH64, (29,)), (AUDIT_ARCH_ARM, (54,))),
+}
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_RET_K = 0x20, 0x15, 0x06
+SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
+# struct seccomp_data: int nr; u32 arch; u64 instruction_pointer; u64 args[6]. The request is
+# args[1]; the kernel uses only its low 32 bits (unsigned int cmd), so only those are compared:
+# matching all 64 would let TIOCSTI | 1 << 32 through (CVE-2019-10063, Flatpak).
+_OFF_NR, _OFF_ARCH, _OFF_ARG1_LOW = 0, 4, 16 + 8 if sys.byteorder == "little" else 16 + 8 + 4
+
+
+def tty_filter_program(machine: str) -> bytes:
+    """The classic BPF program (struct sock_filter[]) of the filter, for machine. Pure."""
+    import struct
+
+    arches = IOCTL_NR.get(machine)
+    if arches is None:
+        raise SandboxFailure(f"no seccomp filter for TIOCSTI on {machine} (known: {', '.join(IOCTL_NR)})")
+    prog: list = []  # (code, jt, jf, k) with jt/jf as label names or 0
+
+    def op(code, k, jt=0, jf=0):
+        prog.append([code, jt, jf, k])
+
+    for i, (arch, numbers) in enumerate(arches):
+        prog.append(f"arch{i}")
+        op(_BPF_LD_W_ABS, _OFF_ARCH)
+        op(_BPF_JEQ_K, arch, 0, f"arch{i + 1}")
+        op(_BPF_LD_W_ABS, _OFF_NR)
+        for nr in numbers:
+            op(_BPF_JEQ_K, nr, "check", 0)
+        op(_BPF_RET_K, SECCOMP_RET_ALLOW)
+        prog.append(f"arch{i + 1}")
+    op(_BPF_RET_K, SECCOMP_RET_ERRNO | errno.EPERM)  # an ABI this machine does not have
+    prog.append("check")
+    op(_BPF_LD_W_ABS, _OFF_ARG1_LOW)
+    op(_BPF_JEQ_K, TIOCSTI, "deny", 0)
+    op(_BPF_JEQ_K, TIOCLINUX, "deny", 0)
+    op(_BPF_RET_K, SECCOMP_RET_ALLOW)
+    prog.append("deny")
+    op(_BPF_RET_K, SECCOMP_RET_ERRNO | errno.EPERM)
+    # Resolve labels into the relative forward jumps BPF takes.
+    labels, code = {}, []
+    for item in prog:
+        if isinstance(item, str):
+            labels[item] = len(code)
+        else:
+            code.append(item)
+    out = b""
+    for index, (opcode, jt, jf, k) in enumerate(code):
+        jt = labels[jt] - index - 1 if isinstance(jt, str) else jt
+        jf = labels[jf] - index - 1 if isinstance(jf, str) else jf
+        out += struct.pack("=HBBI", opcode, jt, jf, k)
+    return out
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def install_tty_filter() -> None:
+    """Install the filter on this thread (after PR_SET_NO_NEW_PRIVS); kept across exec."""
+    program = tty_filter_program(os.uname().machine)
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    try:
+        _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0), "prctl(PR_SET_SECCOMP)")
+    except OSError as exc:
+        raise SandboxFailure(f"cannot install the seccomp filter against terminal injection: {exc.strerror}") from None
 
 
 # ---- waiting and forwarding (used by the supervisor, the relay and the init) ---------------

@@ -306,12 +306,24 @@ def _hold_layers(spec: LaunchSpec) -> list[int]:
 
     locks = os.path.join(spec.store_root, "locks")
     for digest in spec.layer_digests:
-        try:
-            fd = os.open(os.path.join(locks, f"use-{digest}"), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-        except OSError:
-            continue
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        fds.append(fd)
+        path = os.path.join(locks, f"use-{digest}")
+        while True:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+            except OSError:
+                break
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            # gc unlinks the lock file of a layer it removed: a lock on that old file would
+            # hold nothing, so lock the file that is there now (the caller then sees the layer
+            # is missing and says so).
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
+            except OSError:
+                same = False
+            if same:
+                fds.append(fd)
+                break
+            os.close(fd)
     return fds
 
 

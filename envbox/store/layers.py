@@ -51,7 +51,7 @@ class LayerInfo:
     @classmethod
     def from_json(cls, data: dict, store: "Store") -> "LayerInfo":
         digest = data["digest"]
-        if not _is_digest(digest):
+        if not is_digest(digest):
             raise ValueError(f"bad digest {digest!r}")
         return cls(
             digest=digest,
@@ -67,7 +67,7 @@ class LayerInfo:
         )
 
 
-def _is_digest(text: object) -> bool:
+def is_digest(text: object) -> bool:
     return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
@@ -84,7 +84,18 @@ class Recipe:
 
 
 class Store:
-    """store/layers/<digest>/ (immutable roots), store/index/<recipe>.json, store/tmp, store/locks."""
+    """store/layers/<digest>/ (immutable roots), store/index/<recipe>.json, store/tmp, store/locks.
+
+    How builders, launches and gc coordinate (gc must never remove a layer someone is about to
+    use, whatever runs at the same time):
+    - locks/store.lock: gc holds it exclusively while it lists the store, computes what is
+      referenced and removes; a builder holds it shared from just before it renames a new layer
+      into place until the layer's index entry is written (a referenced layer is then visible to
+      gc's reference scan, which runs after gc's listing).
+    - locks/use-<digest>: held shared by whoever uses a layer (a builder from before the rename,
+      a launch for the app's lifetime; `pin`); gc removes a layer only while it holds this lock
+      exclusively, so a pinned layer is never removed.
+    """
 
     def __init__(self, root: Path):
         self.root = root
@@ -104,24 +115,47 @@ class Store:
         return info if info.path.is_dir() else None
 
     def ensure(self, recipe: Recipe, *, progress: Callable[[str], None] = lambda m: None) -> LayerInfo:
-        """The layer for recipe, building it once (other builders wait on the lock, then reuse)."""
+        """The layer for recipe, building it once (other builders wait on the lock, then reuse).
+
+        The layer returned is pinned for the rest of this process (see `pin`): gc leaves it alone."""
         found = self.lookup(recipe.key)
-        if found:
+        if found and self.pin(found.digest):
             return found
         for sub in ("layers", "index", "tmp", "locks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         with _Lock(self.root / "locks" / f"{recipe.key}.lock", what=recipe.label):
             found = self.lookup(recipe.key)
-            if found:
+            if found and self.pin(found.digest):
                 return found
             self.clean_tmp()
             return self._build(recipe, progress)
+
+    def pin(self, digest: str) -> bool:
+        """Hold a shared lock on the layer's use-lock until this process exits (gc skips a
+        layer while anyone holds it); True when the layer is (still) in the store.
+
+        Waits while a gc is removing that very layer; then the answer is False and the caller
+        builds it again."""
+        if digest in _PINS:
+            return self.layer_dir(digest).is_dir()
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        fd = hold_use_lock(self.root / "locks" / f"use-{digest}", what=f"layer {digest[:16]}")
+        _PINS[digest] = fd
+        return self.layer_dir(digest).is_dir()
+
+    def gc_barrier(self, *, exclusive: bool) -> "_Lock":
+        """locks/store.lock: exclusive for gc, shared for a builder putting a layer in place."""
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        return _Lock(self.root / "locks" / "store.lock", what="the store (envbox gc)", shared=not exclusive)
 
     def _build(self, recipe: Recipe, progress: Callable[[str], None]) -> LayerInfo:
         tmp = self.root / "tmp" / f"{recipe.key[:16]}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         root, work = tmp / "root", tmp / "work"
         root.mkdir(parents=True)
+        # Only the builder may reach the tree while it is built: as root, a layer's own programs
+        # run as nobody on a tree lent to nobody (postbuild), and no other nobody may get in.
+        os.chmod(tmp, 0o700)
         work.mkdir()
         try:
             progress(f"building {recipe.label}")
@@ -135,35 +169,42 @@ class Store:
             digest = manifest.digest()
             final = self.layer_dir(digest)
             crash_point("rename")
-            try:
-                os.rename(root, final)
-                # Only now: moving a directory to a new parent needs write access to it.
-                os.chmod(final, 0o555)
-            except OSError as exc:
-                # Another recipe produced identical bytes: the existing layer is the same.
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-            info = LayerInfo(
-                digest=digest,
-                path=final,
-                recipe_key=recipe.key,
-                label=recipe.label,
-                tool=recipe.tool,
-                version=recipe.version,
-                size=manifest.size(),
-                files=len(manifest.entries),
-                artifacts=tuple(a.to_json() if hasattr(a, "to_json") else a for a in artifacts),
-                built_at=time.time(),
-            )
-            self._write_meta(digest, manifest)
-            crash_point("index")
-            write_text_atomic(self._index_file(recipe.key), json.dumps(info.to_json(), indent=1))
-            self._log(f"built {digest} {recipe.key} {recipe.label}")
-            progress(f"built {recipe.label}: {format_size(info.size)}, {info.files} files, {time.monotonic() - started:.1f} s")
-            return info
+            # From the rename until the index entry exists, gc could see a layer no profile
+            # references yet: hold gc off, and pin the layer for this process's later use.
+            with self.gc_barrier(exclusive=False):
+                self.pin(digest)
+                try:
+                    os.rename(root, final)
+                    # Only now: moving a directory to a new parent needs write access to it.
+                    os.chmod(final, 0o555)
+                except OSError as exc:
+                    # Another recipe produced identical bytes: the existing layer is the same.
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
+                return self._record(recipe, digest, final, manifest, artifacts, progress, started)
         finally:
             _thaw(tmp)
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def _record(self, recipe: Recipe, digest: str, final: Path, manifest, artifacts, progress, started: float) -> LayerInfo:
+        info = LayerInfo(
+            digest=digest,
+            path=final,
+            recipe_key=recipe.key,
+            label=recipe.label,
+            tool=recipe.tool,
+            version=recipe.version,
+            size=manifest.size(),
+            files=len(manifest.entries),
+            artifacts=tuple(a.to_json() if hasattr(a, "to_json") else a for a in artifacts),
+            built_at=time.time(),
+        )
+        self._write_meta(digest, manifest)
+        crash_point("index")
+        write_text_atomic(self._index_file(recipe.key), json.dumps(info.to_json(), indent=1))
+        self._log(f"built {digest} {recipe.key} {recipe.label}")
+        progress(f"built {recipe.label}: {format_size(info.size)}, {info.files} files, {time.monotonic() - started:.1f} s")
+        return info
 
     def _log(self, line: str) -> None:
         """One line per completed build, for users ('when was this built?') and tests."""
@@ -267,42 +308,76 @@ def crash_point(step: str) -> None:
         os.kill(os.getpid(), 9)
 
 
-class _Lock:
-    """An exclusive flock on a file, with a timeout that names the holder."""
+def _lock_timeout() -> float:
+    try:
+        return float(os.environ.get("ENVBOX_LOCK_TIMEOUT", LOCK_TIMEOUT))
+    except ValueError:
+        return LOCK_TIMEOUT
 
-    def __init__(self, path: Path, *, what: str, timeout: float | None = None):
-        if timeout is None:
-            try:
-                timeout = float(os.environ.get("ENVBOX_LOCK_TIMEOUT", LOCK_TIMEOUT))
-            except ValueError:
-                timeout = LOCK_TIMEOUT
-        self.path, self.what, self.timeout = path, what, timeout
+
+def _flock_waiting(fd: int, op: int, timeout: float) -> bool:
+    """flock(fd, op), polling until timeout; False when it timed out."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
+class _Lock:
+    """An exclusive (or shared) flock on a file, with a timeout that names the holder."""
+
+    def __init__(self, path: Path, *, what: str, timeout: float | None = None, shared: bool = False):
+        self.path, self.what, self.shared = path, what, shared
+        self.timeout = _lock_timeout() if timeout is None else timeout
         self.fd = -1
 
     def __enter__(self) -> "_Lock":
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-        deadline = time.monotonic() + self.timeout
-        delay = 0.01
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    holder = printable(os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "unknown")
-                    os.close(self.fd)
-                    raise EnvboxError(
-                        f"timed out after {self.timeout:.0f} s waiting for another build of {self.what} (held by pid {holder})",
-                        "if that process is stuck, kill it; the lock is released when it exits",
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.2)
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        if not _flock_waiting(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX, self.timeout):
+            holder = printable(os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "unknown")
+            os.close(self.fd)
+            doing = "for" if self.shared else "for another build of"
+            raise EnvboxError(
+                f"timed out after {self.timeout:.0f} s waiting {doing} {self.what} (held by pid {holder})",
+                "if that process is stuck, kill it; the lock is released when it exits",
+            )
+        if not self.shared:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, str(os.getpid()).encode(), 0)
         return self
 
     def __exit__(self, *exc) -> None:
         os.close(self.fd)  # closing drops the flock; a killed holder's lock goes with its fds
+
+
+# digest -> fd of a shared use-lock this process holds until it exits (Store.pin).
+_PINS: dict[str, int] = {}
+
+
+def hold_use_lock(path: Path, *, what: str) -> int:
+    """A shared flock on a layer's use-lock file, on the file that is at path *now*: gc
+    unlinks the file of a layer it removed, and a lock on that old inode would protect
+    nothing (a later gc locks the new file), so the inode is checked after locking."""
+    timeout = _lock_timeout()
+    while True:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        if not _flock_waiting(fd, fcntl.LOCK_SH, timeout):
+            os.close(fd)
+            raise EnvboxError(f"timed out after {timeout:.0f} s waiting for 'envbox gc' to finish with {what}", "if that gc is stuck, kill it")
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
 
 
 # ---- maintenance: verify and gc --------------------------------------------------------------
@@ -320,7 +395,7 @@ def verify(store: Store) -> list[Problem]:
     layers = store.root / "layers"
     for name in listdir_sorted(layers):
         path = layers / name
-        if not _is_digest(name):
+        if not is_digest(name):
             problems.append(Problem(name, "not a layer (the name is not a sha256 digest)"))
             continue
         if path.is_symlink() or not path.is_dir():
@@ -345,21 +420,34 @@ def verify(store: Store) -> list[Problem]:
     return problems
 
 
-def gc(store: Store, keep: set[str]) -> tuple[list[str], list[str]]:
-    """Remove layers whose digest is not in keep and that no running launch holds.
+def gc(store: Store, referenced: Callable[[], set[str]]) -> tuple[list[str], list[str], set[str]]:
+    """Remove layers nothing references and that nobody holds (a running launch, a builder).
 
-    Returns (removed, kept_busy). Per layer: its index entries go first (a crash then leaves an
-    unindexed but whole layer, which the next gc removes), then the layer is renamed into tmp/
-    (it disappears at once, whole) and deleted; an interrupted delete is finished by the next
-    build's or gc's clean-up of tmp/.
+    Returns (removed, kept_busy, referenced). The whole run holds the store lock exclusively,
+    and `referenced()` (the digests profiles, lock files and trusted projects use) is asked
+    only after the store was listed: a layer put in place by a builder is either not listed,
+    or already indexed (so a profile's reference to it is seen), or pinned. Per layer: its
+    index entries go first (a crash then leaves an unindexed but whole layer, which the next gc
+    removes), then the layer is renamed into tmp/ (it disappears at once, whole) and deleted;
+    an interrupted delete is finished by the next build's or gc's clean-up of tmp/.
     """
     removed, busy = [], []
     layers = store.root / "layers"
     (store.root / "tmp").mkdir(parents=True, exist_ok=True)
     (store.root / "locks").mkdir(parents=True, exist_ok=True)
-    indexed = _index_digests(store)
-    for name in listdir_sorted(layers):
-        if not _is_digest(name) or name in keep:
+    with store.gc_barrier(exclusive=True):
+        listed = listdir_sorted(layers)
+        indexed = _index_digests(store)
+        keep = set(referenced())
+        _gc_remove(store, listed, indexed, keep, removed, busy)
+        store.clean_tmp()
+    return removed, busy, keep
+
+
+def _gc_remove(store: Store, listed: list[str], indexed: dict, keep: set[str], removed: list, busy: list) -> None:
+    layers = store.root / "layers"
+    for name in listed:
+        if not is_digest(name) or name in keep:
             continue
         lock = os.open(store.root / "locks" / f"use-{name}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         try:
@@ -390,8 +478,6 @@ def gc(store: Store, keep: set[str]) -> tuple[list[str], list[str]]:
         if digest not in keep and not (layers / digest).is_dir():
             for index_file in files:
                 unlink_quiet(index_file)
-    store.clean_tmp()
-    return removed, busy
 
 
 def _index_digests(store: Store) -> dict[str, list[Path]]:

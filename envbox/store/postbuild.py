@@ -39,26 +39,96 @@ def run_steps(steps: Sequence[Any], root: Path, ctx: BuildContext) -> None:
 # ---- running the layer's own programs -------------------------------------------------------
 
 
-def over_usr_argv(layer_root: Path, argv: list[str], env: Mapping[str, str]) -> list[str]:
-    """The command that runs argv through envbox's own sandbox with LAYER/usr stacked read-only
-    over the host's /usr (`python -SI sandbox.py ...`, as at launch: unshare and mount happen in
-    that child, never in the builder; without root it adds a user namespace)."""
+# Where the layer being built is writable inside the confinement (below a fresh tmpfs /tmp).
+LAYER_MOUNT = "/tmp/envbox-layer"
+# Hidden under empty tmpfs mounts: where sockets to more privileged programs live (a session bus
+# could start anything outside the confinement) and the user's files.
+HIDDEN = ("/tmp", "/run", "/dev/shm")
+
+
+def build_uid() -> tuple[int, int]:
+    """Who a layer's programs run as when envbox builds as root: nobody, never root."""
+    import pwd
+
+    try:
+        pw = pwd.getpwnam("nobody")
+        return pw.pw_uid, pw.pw_gid
+    except KeyError:
+        return 65534, 65534
+
+
+def _hidden() -> list[str]:
+    home = os.path.realpath(os.path.expanduser("~"))
+    keep_visible = ("/usr", "/etc", "/dev", "/proc", "/bin", "/lib", "/sbin")
+    # The sandbox's own interpreter must stay visible (its modules load lazily).
+    keep_visible += tuple(os.path.realpath(p) for p in (sys.prefix, sys.base_prefix))
+    extra = [home] if os.path.isabs(home) and home != "/" and not any((p + "/").startswith(home.rstrip("/") + "/") for p in keep_visible) else []
+    return [*HIDDEN, *extra]
+
+
+def over_usr_argv(layer_root: Path, argv: list[str], env: Mapping[str, str], *, writable: bool = False) -> list[str]:
+    """The command that runs argv, a program of the layer being built, through envbox's own
+    sandbox, confined: LAYER/usr stacked read-only over the host's /usr; no network; every
+    mount read-only; /tmp, /run, /dev/shm and $HOME under empty tmpfs mounts; no terminal;
+    as root, the program runs as nobody (`python -SI sandbox.py ...`: unshare and mount happen
+    in that child, never in the builder; without root it adds a user namespace). With
+    writable, the layer root is writable at LAYER_MOUNT: the only place it can write."""
     usr = Path(layer_root).absolute() / "usr"
     if not usr.is_dir():
         raise BuildError(f"layer {layer_root} has no usr/ directory", "the source produced no files under usr/")
+    root = os.geteuid() == 0
+    confine = {
+        "hide": _hidden(),
+        "writable": [(str(Path(layer_root).absolute()), LAYER_MOUNT)] if writable else [],
+        "drop_to": build_uid() if root else None,
+    }
     args = sandboxargs.render(
-        userns=os.geteuid() != 0, overlays=[("/usr", [str(usr)])], env={**env, "PATH": LAYER_PATH}, cwd="/", argv=list(argv)
+        userns=not root, overlays=[("/usr", [str(usr)])], env={**env, "PATH": LAYER_PATH}, cwd="/", argv=list(argv), confine=confine
     )
     return [sys.executable, "-SI", SANDBOX_FILE, *args]
 
 
 def run_over_usr(layer_root: Path, argv: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess:
-    """Run argv over the layer (over_usr_argv); the environment is exactly env. With the
-    helpers' timeout (envbox.helper); the exit status is the caller's to judge."""
+    """Run argv over the layer (over_usr_argv, confined); the environment is exactly env. With
+    the helpers' timeout (envbox.helper); the exit status is the caller's to judge."""
     try:
         return helper.run(over_usr_argv(layer_root, argv, env), env=dict(env), check=False)
     except helper.HelperFailed as exc:
         raise BuildError(f"{argv[0]} in the layer: {exc.reason}", "check the layer's programs run: envbox build --debug") from None
+
+
+def _lend(root: Path, uid: int, gid: int) -> list[tuple[str, int]]:
+    """As root: give the layer's directories to the build user for the step (it writes pyc
+    files next to the sources); returns their modes for _take_back. Files stay root's."""
+    modes = []
+    for dirpath, _, _ in os.walk(root):
+        st = os.lstat(dirpath)
+        modes.append((dirpath, st.st_mode & 0o7777))
+        os.chown(dirpath, uid, gid, follow_symlinks=False)
+        os.chmod(dirpath, (st.st_mode | 0o700) & 0o7777)
+    return modes
+
+
+def _take_back(root: Path, uid: int, modes: list[tuple[str, int]]) -> None:
+    """Everything the build user owns in the layer goes back to the builder. Runs after every
+    process of the step is gone (the sandbox's pid namespace died with it): nothing changes
+    under our feet, and nothing here follows a symlink."""
+    me, group = os.geteuid(), os.getegid()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for path in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            try:
+                if os.lstat(path).st_uid == uid:
+                    os.chown(path, me, group, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+    import stat as st
+
+    for path, mode in modes:
+        try:
+            if st.S_ISDIR(os.lstat(path).st_mode):
+                os.chmod(path, mode)
+        except FileNotFoundError:
+            continue
 
 
 # What `compileall -q -d /usr/lib/python2.7 LIBDIR` does, for a given list of files: each pyc
@@ -90,22 +160,29 @@ def pycompile(root: Path, interpreter: str, *, env: Mapping[str, str]) -> None:
     libdir = root / "usr" / "lib" / interpreter
     if not (root / "usr" / "bin" / interpreter).exists() or not libdir.is_dir():
         raise BuildError(f"pycompile: the layer has no usr/bin/{interpreter} or usr/lib/{interpreter}", "check the release's packages")
+    files = sorted(str(p.relative_to(libdir)) for p in libdir.rglob("*.py") if p.is_file() and not p.is_symlink()) if m[1] == "2" else []
+    real = root
+    # The interpreter is the layer's own code: it runs confined, and sees the layer (its only
+    # writable place) at LAYER_MOUNT.
+    root, libdir = Path(LAYER_MOUNT), Path(LAYER_MOUNT) / "usr" / "lib" / interpreter
     argv = [f"/usr/bin/{interpreter}", "-E", "-S", "-m", "compileall", "-q"]
     if m[1] == "2":
         # 2.7 pyc files are valid while the source's mtime matches: layers must keep mtimes.
         # 2.7's compileall has no -j: two processes take half the packages each (2 cores here;
         # byte-compiling is the largest part of a python layer's build).
-        files = sorted(str(p.relative_to(libdir)) for p in libdir.rglob("*.py") if p.is_file() and not p.is_symlink())
         script = _PY2_COMPILE.format(real=str(libdir), shown=f"/usr/lib/{interpreter}")
         jobs = [[f"/usr/bin/{interpreter}", "-E", "-S", "-c", script, *files[i::2]] for i in range(2)]
     else:
         # unchecked-hash (PEP 552): layers are immutable, so the pyc never needs re-checking,
         # and it stays valid when a copy of the layer loses its mtimes.
         jobs = [[*argv, "-s", str(root), "-p", "/", "-j", "0", "--invalidation-mode", "unchecked-hash", str(libdir)]]
+    as_root = os.geteuid() == 0
+    uid, gid = build_uid()
+    lent = _lend(real, uid, gid) if as_root else []
     from concurrent.futures import ThreadPoolExecutor
 
     def one(job: list[str]) -> None:
-        helper.run(over_usr_argv(root, job, env), env=dict(env))
+        helper.run(over_usr_argv(real, job, env, writable=True), env=dict(env))
 
     try:
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
@@ -113,4 +190,6 @@ def pycompile(root: Path, interpreter: str, *, env: Mapping[str, str]) -> None:
     except helper.HelperFailed as exc:
         status = f"exit {exc.returncode}" if exc.returncode is not None else "stopped"
         raise BuildError(f"pycompile {interpreter} failed ({status}): {exc.reason}", "check the layer's interpreter runs: envbox build --debug") from None
-
+    finally:
+        if as_root:
+            _take_back(real, uid, lent)
