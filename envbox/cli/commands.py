@@ -223,6 +223,7 @@ def ps(as_json: bool = typer.Option(False, "--json", help="Machine-readable outp
 
 
 from envbox.cli import store as cli_store  # noqa: E402,F401  (registers the store commands on app)
+from envbox.cli import beyond as cli_beyond  # noqa: E402,F401  (bin, enter, export: issue 15)
 from envbox.cli.desktop import desktop_app  # noqa: E402  (a sub-app; its commands import lazily)
 
 app.add_typer(desktop_app, name="desktop")
