@@ -69,3 +69,18 @@ def bin_remove(command: str = typer.Argument(..., help="The command's name (as i
     found = bins.remove(bins.bin_dir(os.environ, os.getuid()), command)
     print(f"removed {found.path}")
     return 0
+
+
+@app.command(context_settings=PASS_ARGS)
+def enter(
+    target: str = typer.Argument(..., help="A running launch: its profile's name, or a pid from 'envbox ps'."),
+    command: Optional[List[str]] = typer.Argument(None, help="The command to run inside (after --; default: a shell)."),
+) -> int:
+    """A shell (or CMD) inside a running launch: its namespaces, cgroup, environment, cwd."""
+    from envbox.runtime import enter as enter_mod
+    from envbox.runtime.running import launch_records
+
+    records = launch_records(envbox_paths().runtime_dir)
+    parents = enter_mod.proc_parents()
+    supervisor, record = enter_mod.pick(records, target, parents)
+    return enter_mod.run(enter_mod.Target(supervisor, record, parents), list(command or []) or None)

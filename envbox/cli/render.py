@@ -88,12 +88,12 @@ def render_ps(rows: list[dict]) -> str:
         return "no running launches"
     import time
 
-    out = [f"{'PROFILE':<16} {'PID':>7} {'UP':>8} {'BACKEND':<8} {'MEMORY':>10} {'CPU':>8} {'PIDS':>5}  CGROUP"]
+    out = [f"{'PROFILE':<16} {'PID':>7} {'UP':>8} {'BACKEND':<8} {'MEMORY':>10} {'CPU':>8} {'PIDS':>5}  {'ENTER':<24} CGROUP"]
     now = time.time()
     for r in rows:
         up = f"{now - r['started']:.0f}s" if r.get("started") else "-"
         cpu = f"{r['cpu_seconds']:.2f}s" if r.get("cpu_seconds") is not None else "-"
         pids = str(r["pids"]) if r.get("pids") is not None else "-"
         cgroup = r["cgroups"][0] if r["cgroups"] else "-"
-        out.append(f"{r['profile']:<16} {r['pid']:>7} {up:>8} {r['backend']:<8} {size_or_dash(r.get('memory')):>10} {cpu:>8} {pids:>5}  {cgroup}")
+        out.append(f"{r['profile']:<16} {r['pid']:>7} {up:>8} {r['backend']:<8} {size_or_dash(r.get('memory')):>10} {cpu:>8} {pids:>5}  {r.get('enter', '-'):<24} {cgroup}")
     return "\n".join(out)

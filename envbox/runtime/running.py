@@ -9,13 +9,11 @@ from pathlib import Path
 from envbox.fsio import pid_alive
 
 
-
-
-def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
-    """One row per live launch of this user; records of dead supervisors are removed."""
-    by_pid = {row["launcher_pid"]: row for row in cgroup_rows}
+def launch_records(runtime_dir: Path) -> list[tuple[int, dict]]:
+    """(supervisor pid, record) of each live launch of this user; records of dead
+    supervisors are removed."""
     out = []
-    directory = runtime_dir / "launches"
+    directory = Path(runtime_dir) / "launches"
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
@@ -32,6 +30,22 @@ def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
         if not pid_alive(pid):
             path.unlink(missing_ok=True)
             continue
+        out.append((pid, record))
+    return out
+
+
+def enter_handle(rows: list[dict], row: dict) -> str:
+    """What to type to enter a launch: its profile's name while it is the only launch of
+    that profile, else its pid."""
+    same = [r for r in rows if r["profile"] == row["profile"]]
+    return str(row["profile"]) if len(same) == 1 else str(row["pid"])
+
+
+def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
+    """One row per live launch of this user."""
+    by_pid = {row["launcher_pid"]: row for row in cgroup_rows}
+    out = []
+    for pid, record in launch_records(runtime_dir):
         cg = by_pid.get(pid, {})
         usage = cg.get("usage") or {}
         out.append({
@@ -45,4 +59,6 @@ def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
             "pids": usage.get("pids"),
             "layers": record.get("layers", []),
         })
+    for row in out:
+        row["enter"] = f"envbox enter {enter_handle(out, row)}"
     return out
