@@ -81,6 +81,8 @@ def enter(
     from envbox.runtime.running import launch_records
 
     records = launch_records(envbox_paths().runtime_dir)
-    parents = enter_mod.proc_parents()
+    from envbox.runtime.procs import proc_parents
+
+    parents = proc_parents()
     supervisor, record = enter_mod.pick(records, target, parents)
     return enter_mod.run(enter_mod.Target(supervisor, record, parents), list(command or []) or None)

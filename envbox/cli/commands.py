@@ -19,7 +19,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
     state["debug"] = debug
 
 
-def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | None, frozen: bool, allow_unenforced: bool) -> int:
+def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | None, frozen: bool, allow_unenforced: bool, force: bool = False) -> int:
     from envbox.app import plancache_writer
     from envbox.app.prepare import plan_inputs, prepare
     from envbox.runtime import supervisor as launch
@@ -44,6 +44,7 @@ def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | Non
     if command is None and not plan.argv:
         raise EnvboxError(f"profile {profile.name} has no command", f"add `command: [...]` to {profile.path}, or use 'envbox run --profile {profile.name} -- CMD'")
     entry["allow_unenforced"] = allow_unenforced
+    entry["force"] = force
     spec = launch.spec_from_cache(entry, os.environ, cwd, command, argv_extra, debug=state["debug"])
     sys.stdout.flush()
     return launch.run(spec)
@@ -71,9 +72,10 @@ def launch(
     args: Optional[List[str]] = typer.Argument(None, help="Arguments appended to the profile's command (after --)."),
     frozen: bool = typer.Option(False, "--frozen", help="Follow the lock file; never resolve anew."),
     allow_unenforced: bool = typer.Option(False, "--allow-unenforced", help="Run even if a limit cannot be enforced (warns)."),
+    force: bool = typer.Option(False, "--force", help="Launch even when the app already runs outside envbox (warns)."),
 ) -> int:
     """Launch a profile's command in its environment."""
-    return _launch(name, list(args or []), command=None, frozen=frozen, allow_unenforced=allow_unenforced)
+    return _launch(name, list(args or []), command=None, frozen=frozen, allow_unenforced=allow_unenforced, force=force)
 
 
 @app.command(context_settings=PASS_ARGS)

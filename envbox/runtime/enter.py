@@ -17,65 +17,11 @@ import sys
 
 from envbox.core.errors import EXIT_ENVBOX, EnvboxError
 from envbox.runtime import sandbox
+from envbox.runtime.procs import children, find_init, owning_launch, proc_parents
 
 # (name in /proc/PID/ns, setns flag) in the order they must be joined.
 NAMESPACES = (("user", sandbox.CLONE_NEWUSER), ("cgroup", sandbox.CLONE_NEWCGROUP),
               ("mnt", sandbox.CLONE_NEWNS), ("pid", sandbox.CLONE_NEWPID))
-
-
-def proc_parents() -> dict[int, int]:
-    """pid -> parent pid of every process we can see."""
-    table = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                table[int(name)] = int(f.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    return table
-
-
-def children(parents: dict[int, int], pid: int) -> list[int]:
-    return sorted(p for p, pp in parents.items() if pp == pid)
-
-
-def ns_pids(pid: int) -> list[int]:
-    """The pid of a process in each pid namespace it is in, outermost first (NSpid)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("NSpid:"):
-                    return [int(x) for x in line.split()[1:]]
-    except (OSError, ValueError):
-        pass
-    return []
-
-
-def find_init(parents: dict[int, int], supervisor: int) -> int | None:
-    """The launch's init: the nearest descendant of the supervisor that is pid 1 of a pid
-    namespace one level below the supervisor's."""
-    depth = len(ns_pids(supervisor))
-    queue = children(parents, supervisor)
-    while queue:
-        pid = queue.pop(0)
-        nspids = ns_pids(pid)
-        if depth and len(nspids) == depth + 1 and nspids[-1] == 1:
-            return pid
-        queue.extend(children(parents, pid))
-    return None
-
-
-def owning_launch(parents: dict[int, int], pid: int, supervisors: set[int]) -> int | None:
-    """The supervisor among `supervisors` that pid is (or descends from), or None."""
-    seen = set()
-    while pid > 1 and pid not in seen:
-        if pid in supervisors:
-            return pid
-        seen.add(pid)
-        pid = parents.get(pid, 0)
-    return None
 
 
 def pick(records: list[tuple[int, dict]], target: str, parents: dict[int, int]) -> tuple[int, dict]:
