@@ -72,8 +72,10 @@ def listening(path: str) -> bool:
     try:
         s.connect(path)
         return True
+    except (socket.timeout, BlockingIOError):
+        return True  # bound, but its backlog is full: an instance that is busy
     except OSError:
-        return False
+        return False  # ECONNREFUSED (a stale socket file), ENOENT...
     finally:
         s.close()
 

@@ -23,7 +23,8 @@ s.listen(1)
 os.symlink(os.path.join(sockdir, "SingletonSocket"), os.path.join(data, "SingletonSocket"))
 os.symlink(f"{socket.gethostname()}-{os.getpid()}", os.path.join(data, "SingletonLock"))
 print("ready", flush=True)
-time.sleep(120)
+while True:  # like Chrome: take each second start's connection (and ignore it here)
+    s.accept()[0].close()
 '''
 
 
