@@ -34,7 +34,7 @@ def sienv(env):
     fake = env.base / "fake_instance.py"
     fake.write_text(FAKE)
     # The app's command: serve (be the instance, from inside the launch), or just say it ran.
-    env.write_profile("fakeapp", f"""command: [sh, -c, 'if [ "$0" = serve ]; then exec /usr/bin/python3 {fake} {data}; fi; echo launched "$@"']
+    env.write_profile("fakeapp", f"""command: [sh, -c, 'if [ "$1" = serve ]; then exec /usr/bin/python3 {fake} {data}; fi; echo launched "$@"', fakeapp]
 single_instance:
   lock: $XDG_CONFIG_HOME/fakeapp/SingletonLock
   socket: $XDG_CONFIG_HOME/fakeapp/SingletonSocket
