@@ -86,3 +86,76 @@ def enter(
     parents = proc_parents()
     supervisor, record = enter_mod.pick(records, target, parents)
     return enter_mod.run(enter_mod.Target(supervisor, record, parents), list(command or []) or None)
+
+
+@app.command()
+def export(
+    name: str = typer.Argument(..., help="Profile name.", autocompletion=complete_profiles),
+    oci: Optional[str] = typer.Option(None, "--oci", help="Write an OCI image: a layout directory, or an OCI archive if OUT ends in .tar."),
+    base: Optional[str] = typer.Option(None, "--base", help="The base image: OCI layout dir, OCI/docker archive, or a root filesystem tar."),
+    kube: bool = typer.Option(False, "--kube", help="Also write OUT.pod.yaml: a Kubernetes Pod with the profile's limits."),
+    systemd: bool = typer.Option(False, "--systemd", help="Write a systemd service unit (system unit as root, user unit otherwise)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="With --systemd: the unit file to write (default: the systemd unit directory)."),
+    frozen: bool = typer.Option(False, "--frozen", help="Follow the lock file; never resolve anew."),
+) -> int:
+    """Take a profile beyond this machine: an OCI image (--oci) or a systemd service (--systemd)."""
+    from envbox.core.errors import EXIT_USAGE, EnvboxError
+
+    if bool(oci) == bool(systemd):
+        raise EnvboxError("say what to export: --oci OUT or --systemd", "e.g. envbox export NAME --oci NAME.tar --base base.tar", exit_code=EXIT_USAGE)
+    if (kube or base) and not oci:
+        raise EnvboxError("--kube and --base go with --oci", "e.g. envbox export NAME --oci NAME.tar --base base.tar --kube", exit_code=EXIT_USAGE)
+    if output and not systemd:
+        raise EnvboxError("--output goes with --systemd", "the image's path is the value of --oci", exit_code=EXIT_USAGE)
+    from envbox.app.prepare import load_named, prepare
+    from envbox.cli.common import progress
+
+    paths = envbox_paths()
+    prepared = prepare(paths, load_named(paths, name), build=True, frozen=frozen, progress=progress)
+    if oci:
+        return _export_oci(prepared, oci, base, kube)
+    from envbox.cli.beyond_systemd import export_systemd
+
+    return export_systemd(paths, prepared, output)
+
+
+def _export_oci(prepared, out: str, base: Optional[str], kube: bool) -> int:
+    from pathlib import Path
+
+    from envbox.core.frozen import as_dict
+    from envbox.export import oci as oci_mod
+
+    plan = prepared.plan
+    layers = [oci_mod.ExportLayer(**_layer_facts(item, layer)) for item, layer in zip(prepared.resolution.tools, plan.layers)]
+    limits = as_dict(plan.limits)
+    result = oci_mod.export(Path(out), profile=plan.profile, layers=layers, argv=list(plan.argv), env=dict(plan.env),
+                            limits=limits, base_path=Path(base) if base else None)
+    print(f"wrote {result.path} ({result.ref_name}, manifest {result.manifest_digest})")
+    for row in result.layers:
+        print(f"  {row['oci_digest'][:19]}  {row['release']}  (store {row['store_digest'][:16]})")
+    if kube:
+        from envbox.export.kube import pod_manifest
+        from envbox.fsio import write_text_atomic
+        import yaml
+
+        pod = pod_manifest(plan.profile, result.ref_name, limits, {"envbox/profile": plan.profile})
+        target = Path(f"{out}.pod.yaml")
+        write_text_atomic(target, yaml.safe_dump(pod, sort_keys=False))
+        print(f"wrote {target} (podman kube play {target}, after: podman load -i {out})")
+    return 0
+
+
+def _layer_facts(item, layer) -> dict:
+    """What the image records about one profile layer: release, source, store digest, trees."""
+    from envbox.core.catalog import source_summary
+    from envbox.core.errors import EnvboxError
+
+    if not layer.built:
+        raise EnvboxError(f"{layer.label} is not built", f"run 'envbox build {item.spec.tool}'")
+    if item.release is not None:
+        source, digest = f"{item.release.kind}: {source_summary(item.release.source)}", layer.digest
+    elif item.links:
+        source, digest = f"host link {' '.join(f'/{a} -> {b}' for a, b in item.links)} (the base must provide {item.spec.host})", layer.digest
+    else:
+        source, digest = f"dir {item.prefix}", f"dir:{item.prefix}"
+    return {"tool": layer.tool, "release": layer.label, "source": source, "store_digest": digest, "mounts": tuple(layer.mounts)}
