@@ -195,3 +195,34 @@ def test_crun_runs_the_unpacked_image(root_env):
     ran = subprocess.run(wrap(f"crun run --bundle {bundle} envbox-test-{os.getpid()}"), capture_output=True, text=True, timeout=60)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == "python-fake from-crun"
+
+
+def debian_base() -> Path:
+    """A Debian 12 base from Debian's packages (mmdebstrap --variant=essential, ~30 s, kept
+    for later runs beside the shared download cache)."""
+    need(shutil.which("mmdebstrap") is not None, "mmdebstrap is not installed (tests/run installs it)")
+    path = Path("/tmp/envbox-test-downloads-root/bookworm-essential.tar")
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        subprocess.run(["mmdebstrap", "--variant=essential", "--format=tar", "--quiet", "bookworm", str(tmp)], check=True, timeout=600)
+        os.replace(tmp, path)
+    return path
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_podman_shows_the_pinned_python_and_node(root_env, podman):
+    from conftest import shared_cache
+
+    shared_cache(root_env)
+    root_env.write_profile("pinned", "command: [sh, -c, '/usr/bin/python --version 2>&1; /usr/bin/node --version']\n"
+                           "tools:\n  python: \"3.9\"\n  node: \"12\"\n")
+    out, ref = _export(root_env, "pinned", debian_base())
+    _, manifest, _, _ = read_layout(out)
+    releases = [l["annotations"]["org.envbox.release"] for l in manifest["layers"][1:]]
+    assert [r.split()[:2] for r in releases] == [["python", "3.9.2"], ["node", "12.22.12"]], releases
+    assert podman.run(f"load -i {out}").returncode == 0
+    ran = podman.run(f"run --rm --network=none {ref}")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["Python", "3.9.2", "v12.22.12"]
