@@ -199,13 +199,14 @@ def test_crun_runs_the_unpacked_image(root_env):
 
 def debian_base() -> Path:
     """A Debian 12 base from Debian's packages (mmdebstrap --variant=essential, ~30 s, kept
-    for later runs beside the shared download cache)."""
+    for later runs beside the shared download cache), with libstdc++6, which upstream node
+    builds link to (the host has it; the essential set does not)."""
     need(shutil.which("mmdebstrap") is not None, "mmdebstrap is not installed (tests/run installs it)")
-    path = Path("/tmp/envbox-test-downloads-root/bookworm-essential.tar")
+    path = Path("/tmp/envbox-test-downloads-root/bookworm-essential-libstdc++.tar")
     if not path.exists():
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        subprocess.run(["mmdebstrap", "--variant=essential", "--format=tar", "--quiet", "bookworm", str(tmp)], check=True, timeout=600)
+        subprocess.run(["mmdebstrap", "--variant=essential", "--include=libstdc++6", "--format=tar", "--quiet", "bookworm", str(tmp)], check=True, timeout=600)
         os.replace(tmp, path)
     return path
 
