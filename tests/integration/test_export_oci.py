@@ -200,13 +200,14 @@ def test_crun_runs_the_unpacked_image(root_env):
 def debian_base() -> Path:
     """A Debian 12 base from Debian's packages (mmdebstrap --variant=essential, ~30 s, kept
     for later runs beside the shared download cache), with libstdc++6, which upstream node
-    builds link to (the host has it; the essential set does not)."""
+    builds link to, and libexpat1, which the python layer takes from the host (deb layers
+    hold only what the host lacks: the base must be the host's distribution with those)."""
     need(shutil.which("mmdebstrap") is not None, "mmdebstrap is not installed (tests/run installs it)")
-    path = Path("/tmp/envbox-test-downloads-root/bookworm-essential-libstdc++.tar")
+    path = Path("/tmp/envbox-test-downloads-root/bookworm-essential-node-python.tar")
     if not path.exists():
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        subprocess.run(["mmdebstrap", "--variant=essential", "--include=libstdc++6", "--format=tar", "--quiet", "bookworm", str(tmp)], check=True, timeout=600)
+        subprocess.run(["mmdebstrap", "--variant=essential", "--include=libstdc++6,libexpat1", "--format=tar", "--quiet", "bookworm", str(tmp)], check=True, timeout=600)
         os.replace(tmp, path)
     return path
 
