@@ -230,4 +230,9 @@ def referenced_layers(paths: Paths, store: Store) -> dict[str, list[str]]:
             digests |= {t.digest for t in lock.tools.values()}
         for digest in digests:
             refs.setdefault(digest, []).append(profile.name)
+    from envbox.app.exports import live_exports
+
+    for record in live_exports(paths):  # systemd units exported from a profile (export --systemd)
+        for digest in record.get("layers", []):
+            refs.setdefault(digest, []).append(f"unit:{os.path.basename(record['unit'])}")
     return refs

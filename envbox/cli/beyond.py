@@ -114,9 +114,15 @@ def export(
     prepared = prepare(paths, load_named(paths, name), build=True, frozen=frozen, progress=progress)
     if oci:
         return _export_oci(prepared, oci, base, kube)
-    from envbox.cli.beyond_systemd import export_systemd
+    from envbox.app.exports import export_unit
 
-    return export_systemd(paths, prepared, output)
+    unit, warnings = export_unit(paths, prepared, output=output, environ=os.environ, uid=os.getuid())
+    for warning in warnings:
+        print(f"envbox: warning: {warning}", file=sys.stderr)
+    scope = "" if os.getuid() == 0 else "--user "
+    print(f"wrote {unit}")
+    print(f"start it: systemctl {scope}daemon-reload && systemctl {scope}start {unit.name}")
+    return 0
 
 
 def _export_oci(prepared, out: str, base: Optional[str], kube: bool) -> int:

@@ -98,6 +98,10 @@ def gc() -> int:
         print(f"removed {digest[:16]}")
     for digest in busy:
         print(f"kept {digest[:16]} (in use by a running app)")
+    from envbox.app.exports import live_exports, prune_extensions
+
+    for path in prune_extensions(paths, live_exports(paths)):
+        print(f"removed extension tree {path} (no exported unit uses it)")
     from envbox.cgroups import control as cgroups
 
     for path in cgroups.cleanup_stale(cgroups.probe(), kill=True):
