@@ -104,6 +104,13 @@ def test_layers_are_deterministic_and_map_to_store_digests(env):
     assert env_vars["GREETING"] == "hello" and env_vars["ENVBOX_PROFILE"] == "app"
     assert c1["rootfs"]["diff_ids"][1:] == [python_layer["digest"], node_layer["digest"]]
     assert json.loads(c1["config"]["Labels"]["org.envbox.limits"]) == {"memory": 64 * 1024 * 1024}
+    # An OCI layout (here: the image just written) as the base: its layers come first, unchanged.
+    stacked = env.envbox("export", "other", "--oci", str(env.base / "stacked"), "--base", str(env.base / "two"))
+    assert stacked.returncode == 0, stacked.stderr
+    _, m4, c4, _ = read_layout(env.base / "stacked")
+    assert [l["digest"] for l in m4["layers"]] == [l["digest"] for l in m2["layers"]] + [python_layer["digest"]]
+    assert m4["annotations"]["org.opencontainers.image.base.digest"] == read_layout(env.base / "two")[0]["manifests"][0]["digest"]
+    assert c4["config"]["Entrypoint"] == ["python"]
 
 
 def test_refusals_leave_nothing_behind(env):
@@ -154,6 +161,14 @@ def test_podman_runs_the_image(root_env, podman):
     assert ran.stdout.strip() == "python-fake hi there"
     shell = podman.run(f"run --rm --network=none --entrypoint /bin/sh {ref} -c 'echo $GREETING $ENVBOX_PROFILE'")
     assert shell.stdout.strip() == "hello fakepy", shell.stderr
+    # A docker-archive (podman save) as the base of another export.
+    saved = root_env.base / "saved.tar"
+    assert podman.run(f"save --format docker-archive -o {saved} {ref}").returncode == 0
+    root_env.write_profile("ontop", "command: [/usr/bin/python, on, top]\n")
+    out2, ref2 = _export(root_env, "ontop", saved)
+    assert podman.run(f"load -i {out2}").returncode == 0
+    ran2 = podman.run(f"run --rm --network=none {ref2}")
+    assert ran2.stdout.strip() == "python-fake on top", ran2.stderr
 
 
 def test_kube_play_holds_the_memory_limit(root_env, podman):
