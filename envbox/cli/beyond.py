@@ -49,7 +49,10 @@ def bin_list(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
     """The wrappers envbox installed: command, profile, file."""
     from envbox.app import bins
 
-    rows = [{"command": w.command, "profile": w.profile, "path": str(w.path), "envbox": w.envbox}
+    from envbox.config.scopes import all_profiles
+
+    known = {ref.name for ref, _ in all_profiles(envbox_paths())}
+    rows = [{"command": w.command, "profile": w.profile, "path": str(w.path), "envbox": w.envbox, "orphan": w.profile not in known}
             for w in bins.listing(bins.bin_dir(os.environ, os.getuid()))]
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -57,7 +60,8 @@ def bin_list(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
     if not rows:
         print("no commands installed (envbox bin install NAME)")
     for r in rows:
-        print(f"{r['command']:<20} {r['profile']:<20} {r['path']}")
+        note = "  (no such profile: 'envbox bin remove " + r["command"] + "')" if r["orphan"] else ""
+        print(f"{r['command']:<20} {r['profile']:<20} {r['path']}{note}")
     return 0
 
 

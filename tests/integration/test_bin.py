@@ -56,6 +56,10 @@ def test_list_and_remove(wenv):
     assert removed.returncode == 0, removed.stderr
     assert not (wenv.base / "bin" / "other").exists()
     assert [r["command"] for r in json.loads(wenv.envbox("bin", "list", "--json").stdout)] == ["pyh"]
+    (wenv.user_profiles / "pyh.yaml").unlink()
+    orphan = json.loads(wenv.envbox("bin", "list", "--json").stdout)
+    assert [(r["command"], r["orphan"]) for r in orphan] == [("pyh", True)]
+    assert "no such profile" in wenv.envbox("bin", "list").stdout
     gone = wenv.envbox("bin", "remove", "other")
     assert gone.returncode == 125 and gone.stderr.startswith("envbox: no command 'other'")
 
