@@ -164,7 +164,7 @@ def test_podman_runs_the_image(root_env, podman):
     # A docker-archive (podman save) as the base of another export.
     saved = root_env.base / "saved.tar"
     assert podman.run(f"save --format docker-archive -o {saved} {ref}").returncode == 0
-    root_env.write_profile("ontop", "command: [/usr/bin/python, on, top]\n")
+    root_env.write_profile("ontop", "command: [/usr/bin/python, 'on', top]\n")
     out2, ref2 = _export(root_env, "ontop", saved)
     assert podman.run(f"load -i {out2}").returncode == 0
     ran2 = podman.run(f"run --rm --network=none {ref2}")
