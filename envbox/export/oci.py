@@ -275,7 +275,10 @@ def read_base(src: Path | None, out: Layout, work: Path) -> Base:
                 unpack = work / "base"
                 unpack.mkdir()
                 for member in tar.getmembers():
-                    if not (member.isfile() or member.isdir()) or member.name.startswith("/") or ".." in member.name.split("/"):
+                    # docker save links a layer it holds twice (a relative symlink inside).
+                    inside = lambda p: not p.startswith("/") and not os.path.normpath(p).startswith("..")  # noqa: E731
+                    link_ok = member.issym() and inside(os.path.join(os.path.dirname(member.name), member.linkname))
+                    if not (member.isfile() or member.isdir() or link_ok) or not inside(member.name):
                         raise EnvboxError(f"the base archive {src} has an unsafe member {member.name!r}", "give an archive made by podman/skopeo/docker save")
                 tar.extractall(unpack)
                 return _read_layout(unpack, out) if "oci-layout" in names else _read_docker_archive(unpack, src, out)
