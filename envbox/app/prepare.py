@@ -282,6 +282,11 @@ def referenced_layers(paths: Paths, store: Store, problems: list | None = None) 
         for digest in digests:
             if name not in refs.get(digest, ()):
                 refs.setdefault(digest, []).append(name)
+    from envbox.app.exports import live_exports
+
+    for record in live_exports(paths):  # systemd units exported from a profile (export --systemd)
+        for digest in record.get("layers", []):
+            refs.setdefault(digest, []).append(f"unit:{os.path.basename(record['unit'])}")
     return refs
 
 

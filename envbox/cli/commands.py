@@ -34,7 +34,7 @@ def _root(
     state["verbose"] = verbose
 
 
-def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | None, frozen: bool, allow_unenforced: bool) -> int:
+def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | None, frozen: bool, allow_unenforced: bool, force: bool = False) -> int:
     from envbox.app import plancache_writer
     from envbox.app.prepare import plan_inputs, prepare
     from envbox.runtime import supervisor as launch
@@ -60,6 +60,7 @@ def _launch(name: str | None, argv_extra: list[str], *, command: list[str] | Non
     if command is None and not plan.argv:
         raise EnvboxError(f"profile {profile.name} has no command", f"add `command: [...]` to {profile.path}, or use 'envbox run --profile {profile.name} -- CMD'")
     entry["allow_unenforced"] = allow_unenforced
+    entry["force"] = force
     spec = launch.spec_from_cache(entry, os.environ, cwd, command, argv_extra, debug=state["debug"], closed_fds=state.get("closed_fds", ()))
     sys.stdout.flush()
     return launch.run(spec)
@@ -91,9 +92,10 @@ def launch(
     args: Optional[List[str]] = typer.Argument(None, help="Arguments appended to the profile's command (after --)."),
     frozen: bool = typer.Option(False, "--frozen", help=FROZEN_HELP),
     allow_unenforced: bool = typer.Option(False, "--allow-unenforced", help="Run even if a limit cannot be enforced (warns)."),
+    force: bool = typer.Option(False, "--force", help="Launch even when the app already runs outside envbox (warns)."),
 ) -> int:
     """Launch a profile's command in its environment."""
-    return _launch(name, list(args or []), command=None, frozen=frozen, allow_unenforced=allow_unenforced)
+    return _launch(name, list(args or []), command=None, frozen=frozen, allow_unenforced=allow_unenforced, force=force)
 
 
 @app.command()
@@ -288,6 +290,7 @@ def completion(shell: str = typer.Argument(..., help="bash, zsh or fish.", autoc
 
 
 from envbox.cli import store as cli_store  # noqa: E402,F401  (registers the store commands on app)
+from envbox.cli import beyond as cli_beyond  # noqa: E402,F401  (bin, enter, export: issue 15)
 from envbox.cli.desktop import desktop_app  # noqa: E402  (a sub-app; its commands import lazily)
 
 app.add_typer(desktop_app, name="desktop")

@@ -106,9 +106,9 @@ def render_ps(rows: list[dict]) -> str:
         cpu = f"{r['cpu_seconds']:.2f}s" if r.get("cpu_seconds") is not None else "-"
         pids = str(r["pids"]) if r.get("pids") is not None else "-"
         cgroup = r["cgroups"][0] if r["cgroups"] else "-"
-        out.append([r["profile"], str(r["pid"]), up, r["backend"], size_or_dash(r.get("memory")), cpu, pids, cgroup])
+        out.append([r["profile"], str(r["pid"]), up, r["backend"], size_or_dash(r.get("memory")), cpu, pids, r.get("enter", "-"), cgroup])
     cols = [Col("PROFILE"), Col("PID", right=True), Col("UP", right=True), Col("BACKEND"), Col("MEMORY", right=True),
-            Col("CPU", right=True), Col("PIDS", right=True), Col("CGROUP")]
+            Col("CPU", right=True), Col("PIDS", right=True), Col("ENTER"), Col("CGROUP")]
     return table(cols, out)
 
 

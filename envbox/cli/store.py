@@ -124,7 +124,11 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be
     if rows:
         print(render_removals(rows))
     if not dry_run:
+        from envbox.app.exports import live_exports, prune_extensions
         from envbox.cgroups import control as cgroups
+
+        for path in prune_extensions(paths, live_exports(paths)):
+            print(f"removed extension tree {path} (no exported unit uses it)")
 
         for path in cgroups.cleanup_stale(cgroups.probe(), kill=True):
             print(f"removed stale cgroup {path}")

@@ -49,6 +49,7 @@ class Plan:
     limits: Limits = field(default_factory=Limits)
     allow_unenforced: bool = False
     userns: bool = False
+    single_instance: tuple[tuple[str, str], ...] = ()  # (lock|socket|dbus|separate_with, value)
 
     @property
     def ready(self) -> bool:
@@ -85,6 +86,7 @@ class Plan:
             "limits": as_dict(self.limits),
             "allow_unenforced": self.allow_unenforced,
             "digests": [l.digest for l in self.layers if l.digest],
+            "single_instance": dict(self.single_instance),
         }
 
     def to_json(self, environ: Mapping[str, str], cwd: str, launcher: tuple[str, ...], *, readonly: tuple[str, ...] = ()) -> dict:
@@ -103,6 +105,7 @@ class Plan:
             "allow_unenforced": self.allow_unenforced,
             "userns": self.userns,
             "seccomp": {"filter": sandboxargs.TTY_FILTER, "option": sandboxargs.TTY_FILTER_OPTION},
+            "single_instance": dict(self.single_instance) or None,
             "sandbox_command": shell_command(launcher, self.sandbox_args(environ, cwd, readonly=readonly)) if self.ready else None,
         }
 
@@ -151,4 +154,5 @@ def build_plan(resolution: Resolution, stored: Mapping[str, Stored], *, uid: int
         limits=profile.limits,
         allow_unenforced=profile.allow_unenforced,
         userns=uid != 0,
+        single_instance=tuple((k, v) for k, v in profile.single_instance.to_json().items() if v) if profile.single_instance else (),
     )

@@ -13,10 +13,14 @@ from envbox.core.errors import ProfileError
 from envbox.core.limits import Limits
 from envbox.core.names import NAME_RULE, describe_bad_name, is_valid_name, project_default_name
 
-PROFILE_KEYS = ("name", "description", "command", "tools", "env", "limits", "desktop", "extends", "prefer")
+PROFILE_KEYS = ("name", "description", "command", "tools", "env", "limits", "desktop", "extends", "prefer", "single_instance")
 LIMIT_KEYS = ("memory", "memory_swap", "cpu", "pids", "allow_unenforced")
 DESKTOP_KEYS = ("name", "icon", "comment", "categories", "mime_types", "from", "terminal", "generic_name")
 SOURCE_KEYS = ("host", "dir")
+SINGLE_INSTANCE_KEYS = ("lock", "socket", "dbus", "separate_with")
+# Where a single-instance path may start: absolute, the home directory, or the user's config
+# directory (as the apps themselves find it: $XDG_CONFIG_HOME, else ~/.config).
+PATH_PREFIXES = ("/", "~/", "$XDG_CONFIG_HOME/")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,19 @@ class Desktop:
 
 
 @dataclass(frozen=True)
+class SingleInstance:
+    """How to tell that the app already runs (it would take over a second start and exit)."""
+
+    lock: str | None = None  # a lock symlink or file naming the holder: "HOST-PID" (Chromium)
+    socket: str | None = None  # the unix socket the running instance listens on
+    dbus: str | None = None  # a D-Bus name the running instance owns on the session bus
+    separate_with: str | None = None  # an option that makes the app use another directory
+
+    def to_json(self) -> dict:
+        return {"lock": self.lock, "socket": self.socket, "dbus": self.dbus, "separate_with": self.separate_with}
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     path: Path
@@ -64,6 +81,7 @@ class Profile:
     desktop: Desktop | None = None
     extends: str | None = None
     prefer: tuple[tuple[str, str], ...] = ()  # path -> tool that wins a conflict
+    single_instance: SingleInstance | None = None
     lines: tuple[tuple[str, int], ...] = ()  # top-level key -> line, for messages
     origins: tuple[tuple[str, tuple], ...] = ()  # (file, stat signature before reading) of every file merged in
     field_origins: tuple[tuple[str, str], ...] = ()  # "tools.python" -> "file:line" it came from
@@ -123,6 +141,7 @@ def merge(base: Profile, child: Profile) -> Profile:
         env=merged(base.env, child.env),
         limits=limits,
         desktop=child.desktop or base.desktop,
+        single_instance=child.single_instance or base.single_instance,
         prefer=merged(base.prefer, child.prefer),
         extends=None,
         origins=child.origins + base.origins,
@@ -163,6 +182,7 @@ def profile_from_data(data: Any, *, path: Path, scope: str, sha256: str) -> Prof
         desktop=v.desktop(data),
         extends=v.optional_name(data, "extends"),
         prefer=v.prefer(data),
+        single_instance=v.single_instance(data),
         lines=tuple((k, v.line(data, k)) for k in data),
         field_origins=_field_origins(data, path),
     )
@@ -356,6 +376,33 @@ class _Validator:
             terminal=terminal,
         )
 
+    def single_instance(self, data: dict) -> SingleInstance | None:
+        si = data.get("single_instance")
+        if si is None:
+            return None
+        if not isinstance(si, dict):
+            raise self.error(self.line(data, "single_instance"), f"single_instance must be a mapping, not {_kind(si)}",
+                             "e.g. single_instance: {lock: ~/.config/google-chrome/SingletonLock}")
+        self.check_keys(si, SINGLE_INSTANCE_KEYS, "single_instance")
+        values = {key: self.string(si, key, where="single_instance.") for key in SINGLE_INSTANCE_KEYS}
+        if not any(values[k] for k in ("lock", "socket", "dbus")):
+            raise self.error(self.line(data, "single_instance"), "single_instance needs at least one of: lock, socket, dbus")
+        for key in ("lock", "socket"):
+            value = values[key]
+            if value is None:
+                continue
+            rest = next((value[len(p):] for p in PATH_PREFIXES if value.startswith(p)), None)
+            parts = (rest or "").split("/")
+            if rest is None or not rest or "\x00" in value or any(part in ("", ".", "..") for part in parts):
+                raise self.error(self.line(si, key), f"single_instance.{key} must be a path starting with /, ~/ or $XDG_CONFIG_HOME/ (no '.', '..' or empty parts), not {value!r}")
+        name = values["dbus"]
+        if name is not None and not _is_bus_name(name):
+            raise self.error(self.line(si, "dbus"), f"single_instance.dbus must be a well-known D-Bus name such as org.mozilla.firefox, not {name!r}")
+        option = values["separate_with"]
+        if option is not None and (not option.startswith("-") or len(option) < 2 or any(c in option for c in " =\x00")):
+            raise self.error(self.line(si, "separate_with"), f"single_instance.separate_with must be an option such as --user-data-dir, not {option!r}")
+        return SingleInstance(**values)
+
     def prefer(self, data: dict) -> tuple[tuple[str, str], ...]:
         prefer = data.get("prefer")
         if prefer is None:
@@ -363,6 +410,15 @@ class _Validator:
         if not isinstance(prefer, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prefer.items()):
             raise self.error(self.line(data, "prefer"), "prefer must map paths to tool names, e.g. prefer: {/usr/bin/npm: node}")
         return tuple(prefer.items())
+
+
+def _is_bus_name(name: str) -> bool:
+    """A well-known D-Bus name: 2+ dot-separated elements of [A-Za-z0-9_-], none starting with
+    a digit, at most 255 characters (D-Bus specification, "Bus names")."""
+    elements = name.split(".")
+    ok = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+    return (0 < len(name) <= 255 and len(elements) >= 2
+            and all(e and not e[0].isdigit() and set(e) <= ok for e in elements))
 
 
 def parse_cpu(value: Any) -> float:

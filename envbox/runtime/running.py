@@ -51,14 +51,14 @@ def _record(data: bytes | None) -> dict | None:
     return record
 
 
-def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
-    """One row per live launch of this user; records of dead supervisors are removed."""
+def launch_records(runtime_dir: Path) -> list[tuple[int, dict]]:
+    """(supervisor pid, record) of each live launch of this user; records of dead
+    supervisors are removed. Raises UntrustedRuntimeDir unless the directories are our own."""
     from envbox import fsio
 
-    by_pid = {row["launcher_pid"]: row for row in cgroup_rows}
     out = []
-    directory = runtime_dir / "launches"
-    check_dirs(runtime_dir)
+    directory = Path(runtime_dir) / "launches"
+    check_dirs(Path(runtime_dir))
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
@@ -74,6 +74,22 @@ def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
         if not pid_alive(pid):
             path.unlink(missing_ok=True)
             continue
+        out.append((pid, record))
+    return out
+
+
+def enter_handle(rows: list[dict], row: dict) -> str:
+    """What to type to enter a launch: its profile's name while it is the only launch of
+    that profile, else its pid."""
+    same = [r for r in rows if r["profile"] == row["profile"]]
+    return str(row["profile"]) if len(same) == 1 else str(row["pid"])
+
+
+def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
+    """One row per live launch of this user."""
+    by_pid = {row["launcher_pid"]: row for row in cgroup_rows}
+    out = []
+    for pid, record in launch_records(runtime_dir):
         cg = by_pid.get(pid, {})
         usage = cg.get("usage") or {}
         out.append({
@@ -87,4 +103,6 @@ def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
             "pids": usage.get("pids"),
             "layers": record.get("layers", []),
         })
+    for row in out:
+        row["enter"] = f"envbox enter {enter_handle(out, row)}"
     return out

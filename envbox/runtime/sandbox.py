@@ -58,6 +58,7 @@ CLONE_NEWUSER = 0x10000000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 CLONE_NEWPID = 0x20000000
+CLONE_NEWCGROUP = 0x02000000
 CLONE_INTO_CGROUP = 0x200000000
 SYS_CLONE3 = 435
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
@@ -84,6 +85,7 @@ MAX_OPTIONS = 4095
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
@@ -110,6 +112,11 @@ def _b(text: str | None) -> bytes | None:
 
 def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int) -> None:
+    """Join the namespace an open /proc/PID/ns/* file refers to (nstype: its CLONE_NEW* flag)."""
+    _check(_libc.setns(fd, nstype), "setns")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
@@ -562,7 +569,7 @@ def parse(argv: list[str]) -> Context:
 
 
 
-def _find_program(name: str, path_var: str) -> str:
+def find_program(name: str, path_var: str) -> str:
     """execvp's search, done up front so 'not found' and 'not executable' get their own codes."""
     if "/" in name:
         candidates = [name]
@@ -702,7 +709,7 @@ def _exec_app(ctx: Context, cwd: str) -> int:
         prctl(PR_SET_NO_NEW_PRIVS, 1)
         if ctx.block_tty_inject:
             install_tty_filter()
-        program = _find_program(ctx.argv[0], ctx.env.get("PATH", "/usr/bin:/bin"))
+        program = find_program(ctx.argv[0], ctx.env.get("PATH", "/usr/bin:/bin"))
         # Whoever started us blocked signals to forward them; the app starts with a clean slate,
         # except that what the caller ignored stays ignored (nohup, background jobs): only the
         # handlers Python itself installed (SIGINT) or the ignores it set (SIGPIPE, SIGXFSZ) go.

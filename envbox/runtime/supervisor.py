@@ -27,10 +27,10 @@ class LaunchSpec:
     measured in milliseconds and `import dataclasses` alone costs several)."""
 
     __slots__ = ("profile", "userns", "overlays", "env", "cwd", "argv", "limits", "allow_unenforced",
-                 "layer_digests", "store_root", "runtime_dir", "readonly", "debug", "closed_fds")
+                 "layer_digests", "store_root", "runtime_dir", "readonly", "debug", "closed_fds", "single_instance", "force")
 
     def __init__(self, *, profile, userns, overlays, env, cwd, argv, limits, allow_unenforced,
-                 layer_digests, store_root, runtime_dir, readonly=(), debug=False, closed_fds=()):
+                 layer_digests, store_root, runtime_dir, readonly=(), debug=False, closed_fds=(), single_instance=None, force=False):
         self.profile = profile
         self.userns = userns
         self.overlays = overlays  # [(target, [lower dirs top first])]
@@ -45,6 +45,8 @@ class LaunchSpec:
         self.readonly = readonly  # envbox's own directories: read-only for the app
         self.debug = debug
         self.closed_fds = tuple(closed_fds)  # standard fds envbox was started without: the app gets them closed
+        self.single_instance = single_instance  # what the running app holds (profile.single_instance)
+        self.force = force  # launch even when that app already runs outside envbox
 
     def sandbox_args(self, cgroup_files=()) -> list:
         return sandboxargs.render(
@@ -82,6 +84,9 @@ def spec_from_cache(entry: dict, environ, cwd: str, command, extra, *, debug: bo
         readonly=entry.get("readonly", ()),
         debug=debug,
         closed_fds=closed_fds,
+        # Only the profile's own command hands over to a running instance (not `envbox run`).
+        single_instance=(plan.get("single_instance") or None) if command is None else None,
+        force=entry.get("force", False),
     )
 
 
@@ -92,6 +97,8 @@ def launcher_argv() -> tuple[str, ...]:
 
 def run(spec: LaunchSpec) -> int:
     """Launch and supervise; returns the exit status for envbox to exit with."""
+    if spec.single_instance and _already_running(spec):
+        return EXIT_ENVBOX
     cgroup = None
     try:
         cgroup = _setup_cgroup(spec)
@@ -124,6 +131,21 @@ def run(spec: LaunchSpec) -> int:
             unlink_quiet(record)
         for fd in use_locks:
             os.close(fd)
+
+
+def _already_running(spec: LaunchSpec) -> bool:
+    """Does the app run outside envbox already (it would take this launch over)? Says so;
+    True when the launch must stop (--force makes it a warning)."""
+    from envbox.runtime import singleton
+
+    problem = singleton.check(spec.single_instance, spec.profile, spec.argv[1:], spec.runtime_dir, os.environ)
+    if problem is None:
+        return False
+    if spec.force:
+        _say("warning: " + problem.partition("\n")[0])
+        return False
+    _say(problem)
+    return True
 
 
 def _remove_cgroup(cgroup, profile: str) -> None:

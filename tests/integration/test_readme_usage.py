@@ -45,6 +45,12 @@ RUNS = {
     "envbox desktop list": ([["desktop", "list"]], {0}),
     "envbox desktop remove chrome": ([["desktop", "remove", "chrome"]], {0}),
     "envbox desktop sync": ([["desktop", "sync"]], {0}),
+    "envbox bin install chrome [--as CMD]": ([["bin", "install", "chrome"], ["bin", "install", "chrome", "--as", "chrome-py2"]], {0}),
+    "envbox bin list | remove CMD": ([["bin", "list"], ["bin", "remove", "chrome"], ["bin", "remove", "chrome-py2"]], {0}),
+    # No launch of chrome runs here (google-chrome is not installed): the refusal is one line.
+    "envbox enter chrome|PID [-- CMD]": ([["enter", "chrome"]], {125}),
+    "envbox export chrome --oci OUT [--base BASE] [--kube]": ([["export", "chrome", "--oci", "chrome-oci", "--kube"]], {0}),
+    "envbox export chrome --systemd [-o FILE]": ([["export", "chrome", "--systemd", "-o", "chrome.service"]], {0}),
     "envbox completion bash": ([["completion", "bash"]], {0}),
     "envbox --version": ([["--version"], ["-h"], ["launch", "-h"]], {0}),
 }
@@ -101,7 +107,8 @@ def test_every_usage_command_runs_as_written(root_env):
     (proj / "legacy-script.py").write_text(LEGACY)
     (proj / "legacy-script.py").chmod(0o755)
     env.write_profile("myapp", (REPO / "profiles" / "chrome.yaml").read_text().replace("name: chrome\n", ""))
-    environ = {"SHELL": "/bin/true", "COLUMNS": "120"}
+    (env.base / "bin").mkdir()
+    environ = {"SHELL": "/bin/true", "COLUMNS": "120", "ENVBOX_BIN_DIR": str(env.base / "bin")}
     # trust first: the project lines above it need it (the README says so below Usage)
     order = sorted(RUNS, key=lambda c: (not c.startswith("envbox trust ["), c == "envbox trust --revoke"))
     for line in order:

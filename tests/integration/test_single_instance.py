@@ -1,0 +1,110 @@
+"""A single-instance app already running outside the profile's environment: launch refuses
+(125, one line and a hint), --force launches with a warning, a separate directory or an
+instance that is one of envbox's own launches of the profile is fine. The fake instance holds
+what Chrome holds: a SingletonLock symlink "HOST-PID" and a listening SingletonSocket."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import no_traceback
+
+FAKE = r'''
+import os, socket, sys, tempfile, time
+data = sys.argv[1]
+os.makedirs(data, exist_ok=True)
+sockdir = tempfile.mkdtemp(prefix=".fake-singleton-")
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(os.path.join(sockdir, "SingletonSocket"))
+s.listen(1)
+os.symlink(os.path.join(sockdir, "SingletonSocket"), os.path.join(data, "SingletonSocket"))
+os.symlink(f"{socket.gethostname()}-{os.getpid()}", os.path.join(data, "SingletonLock"))
+print("ready", flush=True)
+while True:  # like Chrome: take each second start's connection (and ignore it here)
+    s.accept()[0].close()
+'''
+
+
+@pytest.fixture
+def sienv(env):
+    data = env.home / ".config" / "fakeapp"
+    fake = env.base / "fake_instance.py"
+    fake.write_text(FAKE)
+    # The app's command: serve (be the instance, from inside the launch), or just say it ran.
+    env.write_profile("fakeapp", f"""command: [sh, -c, 'if [ "$1" = serve ]; then exec /usr/bin/python3 {fake} {data}; fi; echo launched "$@"', fakeapp]
+single_instance:
+  lock: $XDG_CONFIG_HOME/fakeapp/SingletonLock
+  socket: $XDG_CONFIG_HOME/fakeapp/SingletonSocket
+  separate_with: --user-data-dir
+""")
+    env.data = data
+    env.fake = fake
+    return env
+
+
+def outside_instance(env):
+    proc = env.popen(["/usr/bin/python3", str(env.fake), str(env.data)], stdout=-1, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_outside_instance_refuses_the_launch(sienv):
+    other = outside_instance(sienv)
+    result = sienv.envbox("launch", "fakeapp")
+    assert result.returncode == 125, result
+    no_traceback(result)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("envbox: fakeapp is already running outside envbox's fakeapp environment")
+    assert f"pid {other.pid}" in lines[0]
+    assert lines[1].startswith("hint: close the other fakeapp first") and "--user-data-dir=DIR" in lines[1] and "--force" in lines[1]
+    assert "launched" not in result.stdout
+    # The fast path (a cached plan) checks too.
+    cached = sienv.envbox("launch", "fakeapp", env={"ENVBOX_TRACE": "1"})
+    assert cached.returncode == 125 and "fast path (cached plan)" in cached.stderr, cached.stderr
+    forced = sienv.envbox("launch", "--force", "fakeapp")
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stdout.strip() == "launched"
+    assert forced.stderr.startswith("envbox: warning: fakeapp is already running outside")
+    separate = sienv.envbox("launch", "fakeapp", "--", "--user-data-dir=/tmp/elsewhere")
+    assert separate.returncode == 0 and separate.stdout.strip() == "launched --user-data-dir=/tmp/elsewhere", separate.stderr
+    other.kill()
+    other.wait()
+    stale = sienv.envbox("launch", "fakeapp")  # the lock and socket stay behind, nobody answers
+    assert stale.returncode == 0 and stale.stdout.strip() == "launched", stale.stderr
+
+
+def test_instance_inside_a_launch_of_the_profile_is_fine(sienv):
+    inside = sienv.envbox_popen("launch", "fakeapp", "--", "serve", stdout=-1, text=True)
+    assert inside.stdout.readline().strip() == "ready"
+    target = (sienv.data / "SingletonLock").readlink()
+    assert target.name.endswith("-2") or int(str(target).rsplit("-", 1)[1]) < 10, target  # its pid inside the namespace
+    result = sienv.envbox("launch", "fakeapp")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "launched"
+    inside.kill()
+    inside.wait()
+
+
+def test_pid_reused_after_the_lock_was_written_is_not_an_instance(sienv):
+    sienv.data.mkdir(parents=True)
+    later = sienv.popen(["sleep", "60"])
+    lock = sienv.data / "SingletonLock"
+    import os
+    import socket as so
+
+    os.symlink(f"{so.gethostname()}-{later.pid}", lock)
+    os.utime(lock, (time.time() - 3600, time.time() - 3600), follow_symlinks=False)  # written an hour ago
+    sienv.give(sienv.data)
+    result = sienv.envbox("launch", "fakeapp")
+    assert result.returncode == 0, result.stderr
+    later.kill()
+    later.wait()
+
+
+def test_plan_shows_single_instance(sienv):
+    data = json.loads(sienv.envbox("plan", "fakeapp", "--json").stdout)
+    assert data["single_instance"]["lock"] == "$XDG_CONFIG_HOME/fakeapp/SingletonLock"
