@@ -30,6 +30,7 @@ for name, req in (("TIOCSTI", 0x5412), ("TIOCSTI|1<<32", 0x5412 | (1 << 32)), ("
     r = libc.syscall(SYS_IOCTL, 0, ctypes.c_ulong(req), ctypes.byref(c))
     print(name, "ok" if r == 0 else os.strerror(ctypes.get_errno()), flush=True)
 # Job control on the same terminal still works.
+os.tcsetpgrp(0, os.getpgrp())  # TIOCSPGRP: what a shell does for its jobs
 print("pgrp", "ok" if os.tcgetpgrp(0) == os.getpgrp() else "not-foreground", flush=True)
 """
 
