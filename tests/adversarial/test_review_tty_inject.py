@@ -29,8 +29,12 @@ c = ctypes.c_char(b"\n")
 for name, req in (("TIOCSTI", 0x5412), ("TIOCSTI|1<<32", 0x5412 | (1 << 32)), ("TIOCSTI|0xdead<<32", 0x5412 | (0xDEAD << 32)), ("TIOCLINUX", 0x541C)):
     r = libc.syscall(SYS_IOCTL, 0, ctypes.c_ulong(req), ctypes.byref(c))
     print(name, "ok" if r == 0 else os.strerror(ctypes.get_errno()), flush=True)
-# Job control on the same terminal still works.
-os.tcsetpgrp(0, os.getpgrp())  # TIOCSPGRP: what a shell does for its jobs
+# Job control on the same terminal still works: what a shell does for a job (its own process
+# group, made the terminal's foreground group with TIOCSPGRP).
+import signal
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+os.setpgid(0, 0)
+os.tcsetpgrp(0, os.getpgrp())
 print("pgrp", "ok" if os.tcgetpgrp(0) == os.getpgrp() else "not-foreground", flush=True)
 """
 
