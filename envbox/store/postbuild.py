@@ -173,7 +173,11 @@ def pycompile(root: Path, interpreter: str, *, env: Mapping[str, str]) -> None:
         jobs = [[*argv, "-s", str(root), "-p", "/", "-j", "0", "--invalidation-mode", "unchecked-hash", str(libdir)]]
     as_root = os.geteuid() == 0
     uid, gid = build_uid()
-    lent = _lend(real, uid, gid) if as_root else []
+    try:
+        lent = _lend(real, uid, gid) if as_root else []
+    except OSError as exc:
+        raise BuildError(f"pycompile: cannot lend the layer to uid {uid} for the step: {exc.strerror} ({exc.filename})",
+                         "the store must be on a file system that supports chown") from None
     try:
         procs = [
             subprocess.Popen(over_usr_argv(real, job, env, writable=True), env=dict(env), stdin=subprocess.DEVNULL,
