@@ -146,3 +146,43 @@ def test_filter_program_shape(machine):
     assert arches == {a for a, _ in sandbox.IOCTL_NR[machine]}
     with pytest.raises(sandbox.SandboxFailure):
         sandbox.tty_filter_program("mips")
+
+
+def test_job_control_in_an_interactive_shell_still_works(env):
+    """bash -i under envbox: a background job, fg, Ctrl-Z (stopped), Ctrl-C (130)."""
+    env.write_profile("sh", "command: [bash, --norc, -i]\n")
+    master, slave = os.openpty()
+
+    def ctty():
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = env.popen([envbox_bin(), "launch", "sh"], stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                     preexec_fn=ctty, env={"PS1": "$ ", "TERM": "dumb"})
+    os.close(slave)
+    out = b""
+
+    def pump(until: bytes, timeout: float = 30) -> None:
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while until not in out and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    out += os.read(master, 4096)
+                except OSError:
+                    return
+
+    try:
+        pump(b"$ ")
+        for send, expect in [
+            (b"sleep 30 &\n", b"[1]"), (b"jobs\n", b"Running"), (b"fg\n", b"sleep 30\r\n"),
+            (b"\x1a", b"Stopped"), (b"kill %1\n", b"$ "), (b"sleep 30\n", b"sleep 30\r\n"),
+            (b"\x03", b"$ "), (b"echo status=$?\n", b"status=130"), (b"exit 0\n", b"exit"),
+        ]:
+            mark = len(out)
+            os.write(master, send)
+            pump(expect)
+            assert expect in out[mark:], (send, out.decode(errors="replace"))
+        proc.wait(timeout=30)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, out.decode(errors="replace")
