@@ -45,3 +45,47 @@ def test_parse_orders_operations():
     assert [type(op).__name__ for op in ctx.ops] == ["Unshare", "Overlay", "ReadOnly"]
     assert [type(op).__name__ for op in ctx.init_ops] == ["JoinCgroup", "MountProc"]
     assert ctx.ops[1].lowers == ("/l1", "/l2") and ctx.env == {"A": "1"} and ctx.argv == ["app", "-x"]
+
+
+def test_mounts_below_lists_every_mount_point_outermost_first(tmp_path):
+    info = tmp_path / "mountinfo"
+    info.write_text(MOUNTINFO)
+    assert sandbox.mounts_below("/usr", str(info)) == ["/usr/local", "/usr/local/share"]
+    assert sandbox.mounts_below("/usrx", str(info)) == []
+    everything = sandbox.mounts_below("/", str(info))
+    assert everything.index("/usr/local") < everything.index("/usr/local/share") and "/usrx" in everything
+
+
+def test_confinement_orders_its_mounts():
+    """Binds are taken before everything turns read-only and put back after the tmpfs mounts."""
+    ctx = sandbox.parse(["--unshare-pid", "--unshare-net", "--ro-all", "--new-session", "--tmpfs", "/tmp", "--bind", "/l", "/tmp/layer",
+                         "--drop-to", "65534", "65534", "--block-tty-inject", "--lower", "/l/usr", "--overlay", "/usr", "--", "app"])
+    assert [type(op).__name__ for op in ctx.ops] == ["Unshare", "Overlay", "BindTake", "ReadOnlyAll", "Tmpfs", "BindPut"]
+    assert ctx.ops[0].netns and ctx.new_session and ctx.block_tty_inject and ctx.drop_to == (65534, 65534)
+
+
+@pytest.mark.parametrize(
+    "argv,error",
+    [
+        (["--drop-to", "nobody", "x", "--", "true"], "numeric uid and gid"),
+        (["--bind", "/a"], "needs 2 value"),
+        (["--tmpfs"], "needs 1 value"),
+    ],
+)
+def test_bad_confinement_options(argv, error):
+    with pytest.raises(sandbox.SandboxFailure) as info:
+        sandbox.parse(argv)
+    assert error in str(info.value)
+
+
+def test_render_adds_the_filter_always_and_the_confinement_on_request():
+    from envbox.core import sandboxargs
+
+    plain = sandboxargs.render(userns=False, overlays=[], env={}, cwd="/", argv=["x"])
+    assert "--block-tty-inject" in plain and "--ro-all" not in plain
+    confined = sandboxargs.render(userns=False, overlays=[], env={}, cwd="/", argv=["x"],
+                                  confine={"hide": ["/tmp"], "writable": [("/l", "/tmp/l")], "drop_to": (65534, 65534)})
+    for option in ("--unshare-net", "--ro-all", "--new-session", "--block-tty-inject"):
+        assert option in confined
+    assert confined[confined.index("--bind") + 1 : confined.index("--bind") + 3] == ["/l", "/tmp/l"]
+    assert confined[confined.index("--drop-to") + 1 : confined.index("--drop-to") + 3] == ["65534", "65534"]

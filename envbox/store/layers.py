@@ -138,8 +138,15 @@ class Store:
         builds it again."""
         if digest in _PINS:
             return self.layer_dir(digest).is_dir()
-        (self.root / "locks").mkdir(parents=True, exist_ok=True)
-        fd = hold_use_lock(self.root / "locks" / f"use-{digest}", what=f"layer {digest[:16]}")
+        try:
+            (self.root / "locks").mkdir(parents=True, exist_ok=True)
+            fd = hold_use_lock(self.root / "locks" / f"use-{digest}", what=f"layer {digest[:16]}")
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            # A store this process cannot write (a launch inside a launch sees it read-only):
+            # nobody here can remove anything either; use the layer unpinned.
+            return self.layer_dir(digest).is_dir()
         _PINS[digest] = fd
         return self.layer_dir(digest).is_dir()
 

@@ -178,7 +178,11 @@ def pycompile(root: Path, interpreter: str, *, env: Mapping[str, str]) -> None:
         jobs = [[*argv, "-s", str(root), "-p", "/", "-j", "0", "--invalidation-mode", "unchecked-hash", str(libdir)]]
     as_root = os.geteuid() == 0
     uid, gid = build_uid()
-    lent = _lend(real, uid, gid) if as_root else []
+    try:
+        lent = _lend(real, uid, gid) if as_root else []
+    except OSError as exc:
+        raise BuildError(f"pycompile: cannot lend the layer to uid {uid} for the step: {exc.strerror} ({exc.filename})",
+                         "the store must be on a file system that supports chown") from None
     from concurrent.futures import ThreadPoolExecutor
 
     def one(job: list[str]) -> None:

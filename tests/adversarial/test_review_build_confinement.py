@@ -35,6 +35,7 @@ try() {{ if (echo "$mark" > "$1") 2>/dev/null; then echo "wrote $1"; else echo "
   try /usr/bin/evil
   if unshare -rm sh -c "mount -o remount,rw,bind / ; echo $mark > {victim}/via-userns" 2>/dev/null; then echo "wrote via-userns"; else echo "denied via-userns"; fi
   if (exec 3<>/dev/tty) 2>/dev/null; then echo "has a terminal"; else echo "no terminal"; fi
+  perl -MSocket -e 'socket(S, PF_INET, SOCK_STREAM, 0); connect(S, sockaddr_in(53, inet_aton("1.1.1.1"))) ? print "net connected\n" : printf "net errno %d\n", $!+0'
 }} > "$last/report" 2>&1
 echo ok > "$last/written"
 exit 0
@@ -106,6 +107,7 @@ def test_post_step_program_cannot_write_outside_its_layer(world):
     assert uid != 0 and (uid == env.uid if env.mode == "rootless" else uid == 65534), report
     assert [l for l in report[1:] if l.startswith("wrote")] == [], report
     assert "denied via-userns" in report and "no terminal" in report, report
+    assert "net errno 101" in report, report  # ENETUNREACH: a network namespace of its own
     assert len([l for l in report if l.startswith("denied")]) == 7, report
     victim.check(env.store)
     assert not (victim.path / "via-userns").exists()

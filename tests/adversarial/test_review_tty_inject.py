@@ -29,7 +29,12 @@ c = ctypes.c_char(b"\n")
 for name, req in (("TIOCSTI", 0x5412), ("TIOCSTI|1<<32", 0x5412 | (1 << 32)), ("TIOCSTI|0xdead<<32", 0x5412 | (0xDEAD << 32)), ("TIOCLINUX", 0x541C)):
     r = libc.syscall(SYS_IOCTL, 0, ctypes.c_ulong(req), ctypes.byref(c))
     print(name, "ok" if r == 0 else os.strerror(ctypes.get_errno()), flush=True)
-# Job control on the same terminal still works.
+# Job control on the same terminal still works: what a shell does for a job (its own process
+# group, made the terminal's foreground group with TIOCSPGRP).
+import signal
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+os.setpgid(0, 0)
+os.tcsetpgrp(0, os.getpgrp())
 print("pgrp", "ok" if os.tcgetpgrp(0) == os.getpgrp() else "not-foreground", flush=True)
 """
 
@@ -141,3 +146,43 @@ def test_filter_program_shape(machine):
     assert arches == {a for a, _ in sandbox.IOCTL_NR[machine]}
     with pytest.raises(sandbox.SandboxFailure):
         sandbox.tty_filter_program("mips")
+
+
+def test_job_control_in_an_interactive_shell_still_works(env):
+    """bash -i under envbox: a background job, fg, Ctrl-Z (stopped), Ctrl-C (130)."""
+    env.write_profile("sh", "command: [bash, --norc, -i]\n")
+    master, slave = os.openpty()
+
+    def ctty():
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = env.popen([envbox_bin(), "launch", "sh"], stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                     preexec_fn=ctty, env={"TERM": "dumb"})
+    os.close(slave)
+    out = b""
+
+    def pump(until: bytes, timeout: float = 30) -> None:
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while until not in out and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    out += os.read(master, 4096)
+                except OSError:
+                    return
+
+    try:
+        pump(b"bash-")  # the prompt
+        for send, expect in [
+            (b"sleep 30 &\n", b"[1]"), (b"jobs\n", b"Running"), (b"fg\n", b"sleep 30\r\n"),
+            (b"\x1a", b"Stopped"), (b"kill -9 %1\n", b"Killed"), (b"sleep 30\n", b"sleep 30\r\n"),
+            (b"\x03", b"^C"), (b"echo status=$?\n", b"status=130"), (b"exit 0\n", b"exit"),
+        ]:
+            mark = len(out)
+            os.write(master, send)
+            pump(expect)
+            assert expect in out[mark:], (send, out.decode(errors="replace"))
+        proc.wait(timeout=30)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, out.decode(errors="replace")
