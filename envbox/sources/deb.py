@@ -257,7 +257,7 @@ def apt_config(base: Path, arch: str) -> str:
 def update_lists(suite: str, mirror: Mirror, ctx: BuildContext, *, arch: str) -> list[tuple[Path, str]]:
     """The suite's Packages files (path, archive URL), refreshed when older than LISTS_MAX_AGE."""
     sources = mirror.sources_list(suite)
-    for directory in (ctx.downloads, ctx.downloads / "apt"):
+    for directory in (ctx.downloads.parent, ctx.downloads, ctx.downloads / "apt"):
         # The lists decide which sha256 every .deb must have: never from a directory another
         # user could write (a shared ENVBOX_CACHE_DIR).
         problem = fsio.private_dir_problem(directory)
