@@ -258,6 +258,12 @@ def apt_config(base: Path, arch: str) -> str:
 def update_lists(suite: str, mirror: Mirror, ctx: BuildContext, *, arch: str) -> list[tuple[Path, str]]:
     """The suite's Packages files (path, archive URL), refreshed when older than LISTS_MAX_AGE."""
     sources = mirror.sources_list(suite)
+    for directory in (ctx.downloads.parent, ctx.downloads, ctx.downloads / "apt"):
+        # The lists decide which sha256 every .deb must have: never from a directory another
+        # user could write (a shared ENVBOX_CACHE_DIR).
+        problem = fsio.private_dir_problem(directory)
+        if problem:
+            raise BuildError(f"the download cache cannot be used for package lists: {problem}", "use a cache directory of your own (ENVBOX_CACHE_DIR)")
     base = ctx.downloads / "apt" / f"{suite}-{arch}-{hashlib.sha256(sources.encode()).hexdigest()[:12]}"
     base.mkdir(parents=True, exist_ok=True)
     # Never through a link or a FIFO planted in a shared cache: O_NOFOLLOW, O_NONBLOCK.

@@ -98,6 +98,13 @@ class Store:
     """
 
     def __init__(self, root: Path):
+        from envbox.fsio import private_dir_problem
+
+        # Layers, index entries, manifests and locks are trusted as envbox's own: only in a
+        # directory that is this user's and nobody else can write.
+        problem = private_dir_problem(root)
+        if problem:
+            raise EnvboxError(f"the store cannot be used: {problem}", "remove or fix it (it must be yours and writable only by you), or set ENVBOX_DATA_DIR")
         self.root = root
 
     def layer_dir(self, digest: str) -> Path:

@@ -220,3 +220,33 @@ def test_errors_are_printed_escaped():
     rendered = EnvboxError("file \x1b[2J.yaml: bad", "remove \x1b]0;x\x07").render()
     assert "\x1b" not in rendered and "\x07" not in rendered
     assert rendered.count("\n") == 1
+
+
+def test_store_of_another_user_is_refused(env):
+    """The store's index, manifests and locks are trusted as envbox's own: never in a
+    directory that another user owns or can write."""
+    env.write_profile("p", "command: [sh, -c, 'exit 4']\n")
+    store = env.store
+    store.mkdir(parents=True)
+    os.chown(store, other_uid(env), other_uid(env))
+    for args in (["plan", "p"], ["layers"]):
+        refused(env.envbox(*args, env={"ENVBOX_NO_FAST": "1"}), str(store), "belongs to uid")
+    os.chown(store, env.uid, env.gid)
+    os.chmod(store, 0o777)
+    refused(env.envbox("plan", "p"), str(store), "writable by other users")
+
+
+def test_package_lists_never_come_from_a_cache_another_user_can_write(env):
+    """A deb build with a download cache someone else can write: refused before apt-get runs
+    (the lists decide which sha256 each package must have)."""
+    cache = env.base / "shared"
+    cache.mkdir()
+    os.chmod(cache, 0o777)
+    env.vars["ENVBOX_CACHE_DIR"] = str(cache)
+    env.write_profile("py", 'command: [python, -V]\ntools:\n  python: "3.11"\n')
+    env.give(env.base)
+    os.chmod(cache, 0o777)
+    result = env.envbox("build", "py", timeout=120)
+    assert result.returncode == 125, result.stderr
+    assert "the download cache cannot be used for package lists" in result.stderr and "writable by other users" in result.stderr
+    assert not (cache / "downloads" / "apt").exists() or not any((cache / "downloads" / "apt").iterdir())
