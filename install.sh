@@ -54,6 +54,7 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 tar -C "$src" --exclude=__pycache__ -cf - pyproject.toml README.md envbox profiles | tar -C "$stage" -xf -
 "$venv/bin/pip" install -q --disable-pip-version-check --upgrade "$stage" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+rm -rf "$stage"  # now, not only on exit: --demo below replaces this shell
 # -I everywhere below: the working directory (maybe this checkout) is never on the import path,
 # so what runs is the installed package and nothing writes __pycache__ into the checkout.
 (cd / && "$venv/bin/python" -I -c 'import envbox.cli.commands') || { say "the install in $venv is broken"; exit 1; }
