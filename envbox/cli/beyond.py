@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from envbox.cli.common import PASS_ARGS, app, complete_profiles, envbox_paths
+from envbox.cli.common import app, complete_profiles, envbox_paths
 
 bin_app = typer.Typer(
     help="Commands on PATH that launch a profile (wrappers in ~/.local/bin; root: /usr/local/bin).",
@@ -75,7 +75,7 @@ def bin_remove(command: str = typer.Argument(..., help="The command's name (as i
     return 0
 
 
-@app.command(context_settings=PASS_ARGS)
+@app.command()
 def enter(
     target: str = typer.Argument(..., help="A running launch: its profile's name, or a pid from 'envbox ps'."),
     command: Optional[List[str]] = typer.Argument(None, help="The command to run inside (after --; default: a shell)."),
