@@ -4,31 +4,35 @@ from __future__ import annotations
 
 import marshal
 import os
-from pathlib import Path
 
 from envbox.fsio import pid_alive
 
 
-def launch_records(runtime_dir: Path) -> list[tuple[int, dict]]:
+def launch_records(runtime_dir) -> list[tuple[int, dict]]:
     """(supervisor pid, record) of each live launch of this user; records of dead
-    supervisors are removed."""
+    supervisors are removed. (os.path, not pathlib: the launch of a single-instance profile
+    reads these, and pathlib costs milliseconds to import.)"""
     out = []
-    directory = Path(runtime_dir) / "launches"
+    directory = os.path.join(os.fspath(runtime_dir), "launches")
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
         names = []
     for name in names:
-        path = directory / name
+        path = os.path.join(directory, name)
         if not name.endswith(".launch"):
             continue
         try:
-            record = marshal.loads(path.read_bytes())
+            with open(path, "rb") as f:
+                record = marshal.loads(f.read())
             pid = int(record["pid"])
         except (OSError, ValueError, KeyError, TypeError, EOFError):
             continue
         if not pid_alive(pid):
-            path.unlink(missing_ok=True)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
             continue
         out.append((pid, record))
     return out
@@ -41,7 +45,7 @@ def enter_handle(rows: list[dict], row: dict) -> str:
     return str(row["profile"]) if len(same) == 1 else str(row["pid"])
 
 
-def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
+def running_launches(runtime_dir, cgroup_rows: list[dict]) -> list[dict]:
     """One row per live launch of this user."""
     by_pid = {row["launcher_pid"]: row for row in cgroup_rows}
     out = []
