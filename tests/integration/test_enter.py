@@ -7,7 +7,6 @@ import json
 import os
 import time
 
-import pytest
 
 from conftest import no_traceback
 
