@@ -57,6 +57,7 @@ def test_render(system, wanted_by):
     assert [l for l in service if l] == [
         "Type=exec",
         'ExtensionDirectories="/data/ext/envbox-aaaa" "/data/ext/envbox-bbbb"',
+        *([] if system else ["PrivateUsers=yes"]),  # systemd 252 needs it in user managers
         'Environment="PATH=/usr/bin"',
         'Environment="ENVBOX_PROFILE=web"',
         'ExecStart="/usr/bin/python" "-m" "http.server"',

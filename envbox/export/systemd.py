@@ -71,6 +71,10 @@ def render(spec: UnitSpec) -> str:
     if spec.extensions:
         # First listed is the lowest layer, as in the profile (systemd.exec(5)).
         lines.append("ExtensionDirectories=" + " ".join(escape(d) for d in spec.extensions))
+        if not spec.system:
+            # A per-user manager mounts the overlay in a user namespace: systemd 252 (Debian 12)
+            # allows ExtensionDirectories= there only with PrivateUsers= on (later ones imply it).
+            lines.append("PrivateUsers=yes")
     for name, value in spec.env:
         lines.append(f"Environment={escape_env(name, value)}")
     lines.append("ExecStart=" + " ".join(escape(a) for a in spec.argv))

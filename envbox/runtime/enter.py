@@ -75,6 +75,7 @@ class Target:
             raise EnvboxError(f"cannot read the app of {self.profile} (pid {self.app}): {exc.strerror}", "enter as the user who launched it") from None
         self.ns_fds: list[tuple[int, int]] = []
         self.cgroup_fds: list[int] = []
+        self.terminal = False  # whether the command takes over the caller's terminal
         try:
             for kind, flag in NAMESPACES:
                 theirs = os.stat(f"/proc/{init}/ns/{kind}")
@@ -113,6 +114,7 @@ def run(target: Target, argv: list[str] | None) -> int:
 
     # Like system(3): the terminal's Ctrl-C and Ctrl-\ are the command's to act on.
     saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGQUIT)}
+    target.terminal = _foreground_terminal()
     try:
         pid = os.fork()
         if pid == 0:
@@ -128,8 +130,31 @@ def run(target: Target, argv: list[str] | None) -> int:
         _, status = os.waitpid(pid, 0)
         return sandbox.exit_code(status)
     finally:
+        if target.terminal:
+            _take_terminal(os.getpgrp())  # the command made itself the foreground: take it back
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def _foreground_terminal() -> bool:
+    """Is stdin a terminal with us in its foreground process group?"""
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def _take_terminal(pgrp: int) -> None:
+    """Make pgrp the terminal's foreground group (SIGTTOU ignored: we may be in the background)."""
+    import _signal as signal
+
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(0, pgrp)
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGTTOU, old)
 
 
 def _joiner(target: Target, argv: list[str]) -> int:
@@ -173,6 +198,12 @@ def _command(target: Target, argv: list[str]) -> int:
             print(f"envbox: cannot join the cgroup of {target.profile}: {exc.strerror}", file=sys.stderr)
             return EXIT_ENVBOX
         os.close(fd)
+    if target.terminal:
+        # A process group of our own, in the foreground, from inside the pid namespace: a job
+        # control shell then sees itself in the foreground (the caller's group, outside the
+        # namespace, would read as pgrp 0 and the shell could not give the terminal back).
+        os.setpgid(0, 0)
+        _take_terminal(os.getpgrp())
     try:
         os.chdir(target.cwd)
     except OSError as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import marshal
 import os
-from pathlib import Path
 
 from envbox.fsio import pid_alive
 
@@ -20,11 +19,11 @@ class UntrustedRuntimeDir(Exception):
     """The runtime directory (or its launches/) is not this user's own."""
 
 
-def check_dirs(runtime_dir: Path) -> None:
+def check_dirs(runtime_dir) -> None:
     """Raise UntrustedRuntimeDir naming the problem unless both directories are our own."""
     from envbox import fsio
 
-    for directory in (runtime_dir, runtime_dir / "launches"):
+    for directory in (os.fspath(runtime_dir), os.path.join(os.fspath(runtime_dir), "launches")):
         problem = fsio.private_dir_problem(directory)
         if problem:
             raise UntrustedRuntimeDir(problem)
@@ -51,20 +50,23 @@ def _record(data: bytes | None) -> dict | None:
     return record
 
 
-def launch_records(runtime_dir: Path) -> list[tuple[int, dict]]:
+def launch_records(runtime_dir) -> list[tuple[int, dict]]:
     """(supervisor pid, record) of each live launch of this user; records of dead
-    supervisors are removed. Raises UntrustedRuntimeDir unless the directories are our own."""
+    supervisors are removed. Raises UntrustedRuntimeDir unless the directories are our own.
+    (os.path, not pathlib: the launch of a single-instance profile reads these, and pathlib
+    costs milliseconds to import.)"""
     from envbox import fsio
 
     out = []
-    directory = Path(runtime_dir) / "launches"
-    check_dirs(Path(runtime_dir))
+    runtime_dir = os.fspath(runtime_dir)
+    directory = os.path.join(runtime_dir, "launches")
+    check_dirs(runtime_dir)
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
         names = []
     for name in names:
-        path = directory / name
+        path = os.path.join(directory, name)
         if not name.endswith(".launch"):
             continue
         record = _record(fsio.read_quiet(path, limit=RECORD_MAX))
@@ -72,7 +74,10 @@ def launch_records(runtime_dir: Path) -> list[tuple[int, dict]]:
             continue
         pid = record["pid"]
         if not pid_alive(pid):
-            path.unlink(missing_ok=True)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
             continue
         out.append((pid, record))
     return out
@@ -85,7 +90,7 @@ def enter_handle(rows: list[dict], row: dict) -> str:
     return str(row["profile"]) if len(same) == 1 else str(row["pid"])
 
 
-def running_launches(runtime_dir: Path, cgroup_rows: list[dict]) -> list[dict]:
+def running_launches(runtime_dir, cgroup_rows: list[dict]) -> list[dict]:
     """One row per live launch of this user."""
     by_pid = {row["launcher_pid"]: row for row in cgroup_rows}
     out = []

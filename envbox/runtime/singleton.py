@@ -128,9 +128,19 @@ def check(si: dict, profile: str, args: list[str], runtime_dir: str, environ) ->
     option = si.get("separate_with")
     if separated(option, args):
         return None
-    supervisors = {pid for pid, rec in launch_records(runtime_dir) if rec.get("profile") == profile} if runtime_dir else set()
-    parents = procs.proc_parents()
-    inits = [i for i in (procs.find_init(parents, s) for s in supervisors) if i]
+    # Reading every process's parent costs milliseconds: only when something is held.
+    cache: dict = {}
+
+    def parents() -> dict:
+        if "parents" not in cache:
+            cache["parents"] = procs.proc_parents()
+            cache["supervisors"] = {pid for pid, rec in launch_records(runtime_dir) if rec.get("profile") == profile} if runtime_dir else set()
+        return cache["parents"]
+
+    def ours() -> set:
+        parents()
+        return cache["supervisors"]
+
     holder = None
     if si.get("lock"):
         path = expand(si["lock"], environ)
@@ -141,7 +151,8 @@ def check(si: dict, profile: str, args: list[str], runtime_dir: str, environ) ->
 
             if host and host != socket.gethostname() and not host.replace(".", "").isdigit():
                 return None  # another computer's instance: the app itself says so
-            if any(procs.in_namespace_of(parents, init, pid) for init in inits) or procs.owning_launch(parents, pid, supervisors):
+            inits = [i for i in (procs.find_init(parents(), sup) for sup in ours()) if i]
+            if any(procs.in_namespace_of(parents(), init, pid) for init in inits) or procs.owning_launch(parents(), pid, ours()):
                 return None  # held by a launch of this profile
             started = procs.started_at(pid)
             # A live process that started after the lock was written only reuses the pid.
@@ -155,14 +166,14 @@ def check(si: dict, profile: str, args: list[str], runtime_dir: str, environ) ->
             if not listening(path):
                 return None  # nothing answers: a stale lock, the app is not running
             owner = socket_owner(path)
-            if owner is not None and procs.owning_launch(parents, owner, supervisors):
+            if owner is not None and procs.owning_launch(parents(), owner, ours()):
                 return None
-            if owner is None and supervisors and holder is None:
+            if owner is None and ours() and holder is None:
                 return None  # cannot tell whose, and a launch of this profile runs
             holder = holder or (owner, path)
     if holder is None and si.get("dbus"):
         pid = dbus_owner(si["dbus"], environ)
-        if pid is not None and not procs.owning_launch(parents, pid, supervisors):
+        if pid is not None and not procs.owning_launch(parents(), pid, ours()):
             holder = (pid, f"D-Bus name {si['dbus']}")
     if holder is None:
         return None

@@ -7,7 +7,6 @@ import json
 import os
 import time
 
-import pytest
 
 from conftest import no_traceback
 
@@ -129,5 +128,55 @@ def test_enter_joins_the_launch_cgroup(root_env):
     for path in row["cgroups"]:
         tail = path.split("/", 4)[-1] if path.startswith("/sys/fs/cgroup/") else path
         assert any(line.endswith("/" + os.path.basename(tail)) for line in result.stdout.splitlines()), (path, result.stdout)
+    proc.kill()
+    proc.wait(timeout=10)
+
+
+def test_interactive_shell_on_a_terminal(env):
+    """On a terminal the shell gets the job control it expects: Ctrl-C stops the command it
+    runs, not the shell; its exit code is envbox's."""
+    import pty
+    import select
+
+    from conftest import envbox_bin
+
+    proc, _ = start(env)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: become the env's user, then run envbox enter
+        try:
+            if env.uid:
+                os.setgroups([])
+                os.setgid(env.gid)
+                os.setuid(env.uid)
+            os.chdir(str(env.home))
+            os.execve(envbox_bin(), [envbox_bin(), "enter", "longrun"], {**env.vars, "SHELL": "/bin/bash"})
+        finally:
+            os._exit(127)
+    out = b""
+
+    def read_until(marker: bytes, timeout: float = 20) -> None:
+        nonlocal out
+        end = time.monotonic() + timeout
+        while marker not in out and time.monotonic() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    return
+
+    os.write(fd, b"echo ready-$ENVBOX_PROFILE\n")
+    read_until(b"ready-longrun\r\n")
+    os.write(fd, b"/usr/bin/python --version; sleep 30; echo after-sleep\n")
+    read_until(b"Python 3.11")
+    time.sleep(0.5)
+    os.write(fd, b"\x03")  # Ctrl-C: interrupts the sleep (the shell runs `echo after-sleep` next)
+    read_until(b"after-sleep\r\n", timeout=10)
+    os.write(fd, b"exit 3\n")
+    read_until(b"\xff", timeout=5)  # until EOF
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = out.decode(errors="replace")
+    assert "after-sleep" in text, text
+    assert os.waitstatus_to_exitcode(status) == 3, text
     proc.kill()
     proc.wait(timeout=10)

@@ -184,8 +184,8 @@ def test_kube_play_holds_the_memory_limit(root_env, podman):
     container = "envbox-hog-envbox-hog"
     waited = podman.run(f"wait {container}")
     assert waited.returncode == 0, waited.stderr
-    memory = podman.run(f"inspect {container} --format '{{{{.HostConfig.Memory}}}}'")
-    assert memory.stdout.strip() == str(64 << 20), memory.stderr
+    memory = podman.run(f"inspect {container} --format '{{{{.HostConfig.Memory}}}} {{{{.HostConfig.CpuQuota}}}} {{{{.HostConfig.CpuPeriod}}}}'")
+    assert memory.stdout.split() == [str(64 << 20), "50000", "100000"], memory.stderr  # 0.5 cores
     logs = podman.run(f"logs {container}")
     assert "survived 137" in logs.stdout + logs.stderr, logs  # tail was OOM-killed (128+SIGKILL)
     podman.run(f"kube down {pod}")

@@ -6,6 +6,7 @@ what Chrome holds: a SingletonLock symlink "HOST-PID" and a listening SingletonS
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -108,3 +109,60 @@ def test_pid_reused_after_the_lock_was_written_is_not_an_instance(sienv):
 def test_plan_shows_single_instance(sienv):
     data = json.loads(sienv.envbox("plan", "fakeapp", "--json").stdout)
     assert data["single_instance"]["lock"] == "$XDG_CONFIG_HOME/fakeapp/SingletonLock"
+
+
+DBUS_APP = r'''
+import sys, time
+import dbus  # Debian's python3-dbus
+bus = dbus.SessionBus()
+assert bus.request_name(sys.argv[1], dbus.bus.NAME_FLAG_DO_NOT_QUEUE) == dbus.bus.REQUEST_NAME_REPLY_PRIMARY_OWNER
+print("ready", flush=True)
+time.sleep(120)
+'''
+
+
+@pytest.fixture
+def session_bus(env):
+    """A private session bus of the env's user (dbus-daemon), and a fake app that owns a name."""
+    import shutil
+
+    from conftest import need
+
+    need(shutil.which("dbus-daemon") is not None and shutil.which("dbus-send") is not None, "dbus-daemon and dbus-send (tests/run installs them)")
+    need(subprocess.run(["/usr/bin/python3", "-c", "import dbus"], capture_output=True).returncode == 0, "python3-dbus (tests/run installs it)")
+    daemon = env.popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"], stdout=subprocess.PIPE, text=True)
+    env.vars["DBUS_SESSION_BUS_ADDRESS"] = daemon.stdout.readline().strip()
+    app = env.base / "dbus_app.py"
+    app.write_text(DBUS_APP)
+    env.write_profile("busapp", f"command: [/usr/bin/python3, {app}, org.envboxtest.BusApp]\n"
+                      "single_instance: {dbus: org.envboxtest.BusApp}\n")
+    env.write_profile("busapp-check", "command: [sh, -c, 'echo launched']\nsingle_instance: {dbus: org.envboxtest.BusApp}\n")
+    env.dbus_app = app
+    return env
+
+
+def test_dbus_name_owned_outside_refuses(session_bus):
+    env = session_bus
+    outside = env.popen(["/usr/bin/python3", str(env.dbus_app), "org.envboxtest.BusApp"], stdout=subprocess.PIPE, text=True)
+    assert outside.stdout.readline().strip() == "ready"
+    result = env.envbox("launch", "busapp-check")
+    assert result.returncode == 125, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and f"pid {outside.pid}, D-Bus name org.envboxtest.BusApp" in lines[0], lines
+    outside.kill()
+    outside.wait()
+    assert env.envbox("launch", "busapp-check").stdout.strip() == "launched"
+
+
+def test_dbus_name_owned_by_a_launch_of_the_profile_is_fine(session_bus):
+    env = session_bus
+    inside = env.envbox_popen("launch", "busapp", stdout=subprocess.PIPE, text=True)
+    assert inside.stdout.readline().strip() == "ready"
+    # busapp's own second launch: the owner is a process of a busapp launch.
+    again = env.envbox("launch", "busapp")
+    assert "already running" not in again.stderr, again.stderr
+    # busapp-check is another profile: the same owner is outside *its* environment.
+    other = env.envbox("launch", "busapp-check")
+    assert other.returncode == 125 and "D-Bus name org.envboxtest.BusApp" in other.stderr
+    inside.kill()
+    inside.wait()
