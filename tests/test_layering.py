@@ -123,3 +123,13 @@ def test_validating_a_catalog_loads_no_downloader_or_extractor():
     assert done.returncode == 0, done.stderr
     loaded = set(done.stdout.split())
     assert not loaded & {"envbox.sources.fetch", "envbox.sources.extract", "envbox.store.build", "http.client", "urllib.request", "tarfile", "ctypes"}, sorted(loaded)
+
+
+def test_every_subpackage_is_installed():
+    """pyproject lists the packages by name: one left out installs nowhere, and the installed
+    envbox fails with ModuleNotFoundError (the tests importing from the checkout would not see it)."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.relative_to(REPO).parent.parts) for p in (REPO / "envbox").rglob("__init__.py") if "__pycache__" not in p.parts}
+    assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"
