@@ -13,7 +13,7 @@ import typer
 from envbox.cli.common import app, complete_profiles, envbox_paths
 
 bin_app = typer.Typer(
-    help="Commands on PATH that launch a profile (wrappers in ~/.local/bin; root: /usr/local/bin).",
+    help="Commands on PATH that launch a profile.\n\nWrappers go to ~/.local/bin (root: /usr/local/bin; $ENVBOX_BIN_DIR overrides).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -23,7 +23,9 @@ app.add_typer(bin_app, name="bin")
 
 @bin_app.callback()
 def _bin() -> None:
-    """Commands on PATH that launch a profile (wrappers in ~/.local/bin; root: /usr/local/bin)."""
+    """Commands on PATH that launch a profile.
+
+    Wrappers go to ~/.local/bin (root: /usr/local/bin; $ENVBOX_BIN_DIR overrides)."""
 
 
 @bin_app.command("install")
@@ -80,7 +82,9 @@ def enter(
     target: str = typer.Argument(..., help="A running launch: its profile's name, or a pid from 'envbox ps'."),
     command: Optional[List[str]] = typer.Argument(None, help="The command to run inside (after --; default: a shell)."),
 ) -> int:
-    """A shell (or CMD) inside a running launch: its namespaces, cgroup, environment, cwd."""
+    """A shell (or CMD) inside a running launch.
+
+    It joins the launch's namespaces and cgroup, with the app's environment and directory."""
     from envbox.runtime import enter as enter_mod
     from envbox.runtime.running import launch_records
 
@@ -102,7 +106,7 @@ def export(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="With --systemd: the unit file to write (default: the systemd unit directory)."),
     frozen: bool = typer.Option(False, "--frozen", help="Follow the lock file; never resolve anew."),
 ) -> int:
-    """Take a profile beyond this machine: an OCI image (--oci) or a systemd service (--systemd)."""
+    """An OCI image (--oci) or a systemd service (--systemd) of a profile."""
     from envbox.core.errors import EXIT_USAGE, EnvboxError
 
     if bool(oci) == bool(systemd):
@@ -115,7 +119,8 @@ def export(
     from envbox.cli.common import progress
 
     paths = envbox_paths()
-    prepared = prepare(paths, load_named(paths, name), build=True, frozen=frozen, progress=progress)
+    with progress() as shown:
+        prepared = prepare(paths, load_named(paths, name), build=True, frozen=frozen, progress=shown)
     if oci:
         return _export_oci(prepared, oci, base, kube)
     from envbox.app.exports import export_unit

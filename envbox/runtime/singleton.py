@@ -106,18 +106,19 @@ def socket_owner(path: str) -> int | None:
 def dbus_owner(name: str, environ) -> int | None:
     """The pid owning a name on the session bus (dbus-send), or None if unowned or unknown."""
     import shutil
-    import subprocess
+
+    from envbox import helper
 
     tool = shutil.which("dbus-send", path=environ.get("PATH", "/usr/bin:/bin"))
     if not tool or not environ.get("DBUS_SESSION_BUS_ADDRESS"):
         return None
     try:
-        out = subprocess.run(
+        out = helper.run(
             [tool, "--session", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus",
              "org.freedesktop.DBus.GetConnectionUnixProcessID", f"string:{name}"],
-            capture_output=True, text=True, timeout=2, env=dict(environ),
+            env=dict(environ), timeout_s=2, check=False,
         )
-    except (OSError, subprocess.TimeoutExpired):
+    except helper.HelperFailed:
         return None
     words = out.stdout.split()
     return int(words[-1]) if out.returncode == 0 and words and words[-1].isdigit() else None
