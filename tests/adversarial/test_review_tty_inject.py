@@ -173,15 +173,22 @@ def test_job_control_in_an_interactive_shell_still_works(env):
 
     try:
         pump(b"bash-")  # the prompt
-        for send, expect in [
-            (b"sleep 30 &\n", b"[1]"), (b"jobs\n", b"Running"), (b"fg\n", b"sleep 30\r\n"),
-            (b"\x1a", b"Stopped"), (b"kill -9 %1\n", b"Killed"), (b"sleep 30\n", b"sleep 30\r\n"),
-            (b"\x03", b"^C"), (b"echo status=$?\n", b"status=130"), (b"exit 0\n", b"exit"),
-        ]:
+        # Each step waits for its own output; a pause lets bash hand the terminal to a job
+        # before the next key (typed-ahead keys would go to bash itself).
+        steps = [
+            (b"sleep 30 &\n", b"[1] ", 0), (b"fg\n", b"sleep 30\r\n", 1.0), (b"\x1a", b"Stopped", 0),
+            (b"jobs; echo jobs-done\n", b"jobs-done\r\n", 0), (b"sleep 30\n", b"sleep 30\r\n", 1.0),
+            (b"\x03", b"^C", 0), (b"echo status=$?\n", b"status=130", 0), (b"kill -9 %1; echo exit-now\n", b"exit-now\r\n", 0),
+            (b"exit 0\n", b"exit", 0),
+        ]
+        for send, expect, pause in steps:
             mark = len(out)
             os.write(master, send)
             pump(expect)
             assert expect in out[mark:], (send, out.decode(errors="replace"))
+            time.sleep(pause)
+            pump(b"\0", timeout=pause)  # collect what came meanwhile
+        assert b"Stopped" in out and b"status=130" in out
         proc.wait(timeout=30)
     finally:
         os.close(master)
