@@ -178,7 +178,7 @@ def test_job_control_in_an_interactive_shell_still_works(env):
         steps = [
             (b"sleep 30 &\n", b"[1] ", 0), (b"fg\n", b"sleep 30\r\n", 1.0), (b"\x1a", b"Stopped", 0),
             (b"jobs; echo jobs-done\n", b"jobs-done\r\n", 0), (b"sleep 30\n", b"sleep 30\r\n", 1.0),
-            (b"\x03", b"^C", 0), (b"echo status=$?\n", b"status=130", 0), (b"kill -9 %1; echo exit-now\n", b"exit-now\r\n", 0),
+            (b"\x03", b"^C", 0), (b"echo status=$?\n", b"status=130", 0), (b"kill -9 %1; wait; echo exit-now\n", b"exit-now\r\n", 0),
             (b"exit 0\n", b"exit", 0),
         ]
         for send, expect, pause in steps:
