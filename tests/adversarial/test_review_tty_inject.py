@@ -189,7 +189,11 @@ def test_job_control_in_an_interactive_shell_still_works(env):
             time.sleep(pause)
             pump(b"\0", timeout=pause)  # collect what came meanwhile
         assert b"Stopped" in out and b"status=130" in out
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pump(b"\0", timeout=1)
+            raise AssertionError(f"envbox did not exit: {out.decode(errors='replace')}") from None
     finally:
         os.close(master)
     assert proc.returncode == 0, out.decode(errors="replace")
