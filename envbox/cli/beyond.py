@@ -106,7 +106,7 @@ def export(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="With --systemd: the unit file to write (default: the systemd unit directory)."),
     frozen: bool = typer.Option(False, "--frozen", help="Follow the lock file; never resolve anew."),
 ) -> int:
-    """An OCI image (--oci) or a systemd service (--systemd) of a profile."""
+    """A profile as an OCI image (--oci) or a systemd unit (--systemd)."""
     from envbox.core.errors import EXIT_USAGE, EnvboxError
 
     if bool(oci) == bool(systemd):

@@ -149,7 +149,7 @@ def test_filter_program_shape(machine):
 
 
 def test_job_control_in_an_interactive_shell_still_works(env):
-    """bash -i under envbox: a background job, fg, Ctrl-Z (stopped), Ctrl-C (130)."""
+    """bash -i under envbox: a background job, fg, Ctrl-Z (stopped), fg again, Ctrl-C (130)."""
     env.write_profile("sh", "command: [bash, --norc, -i]\n")
     master, slave = os.openpty()
 
@@ -161,10 +161,10 @@ def test_job_control_in_an_interactive_shell_still_works(env):
     os.close(slave)
     out = b""
 
-    def pump(until: bytes, timeout: float = 30) -> None:
+    def pump(until: bytes, timeout: float = 30, start: int = 0) -> None:
         nonlocal out
         deadline = time.monotonic() + timeout
-        while until not in out and time.monotonic() < deadline:
+        while until not in out[start:] and time.monotonic() < deadline:
             if select.select([master], [], [], 0.2)[0]:
                 try:
                     out += os.read(master, 4096)
@@ -173,16 +173,26 @@ def test_job_control_in_an_interactive_shell_still_works(env):
 
     try:
         pump(b"bash-")  # the prompt
-        for send, expect in [
-            (b"sleep 30 &\n", b"[1]"), (b"jobs\n", b"Running"), (b"fg\n", b"sleep 30\r\n"),
-            (b"\x1a", b"Stopped"), (b"kill -9 %1\n", b"Killed"), (b"sleep 30\n", b"sleep 30\r\n"),
-            (b"\x03", b"^C"), (b"echo status=$?\n", b"status=130"), (b"exit 0\n", b"exit"),
-        ]:
+        # Each step waits for its own output; a pause lets bash hand the terminal to a job
+        # before the next key (typed-ahead keys would go to bash itself).
+        steps = [
+            (b"sleep 30 &\n", b"[1] ", 0), (b"fg\n", b"sleep 30\r\n", 1.0), (b"\x1a", b"Stopped", 0),
+            (b"jobs; echo jobs-done\n", b"jobs-done\r\n", 0), (b"fg\n", b"sleep 30\r\n", 1.0),
+            (b"\x03", b"^C", 0), (b"echo status=$?\n", b"status=130", 0), (b"exit 0\n", b"exit", 0),
+        ]
+        for send, expect, pause in steps:
             mark = len(out)
             os.write(master, send)
-            pump(expect)
+            pump(expect, start=mark)
             assert expect in out[mark:], (send, out.decode(errors="replace"))
-        proc.wait(timeout=30)
+            time.sleep(pause)
+            pump(b"\0", timeout=pause)  # collect what came meanwhile
+        assert b"Stopped" in out and b"status=130" in out
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pump(b"\0", timeout=1)
+            raise AssertionError(f"envbox did not exit: {out.decode(errors='replace')}") from None
     finally:
         os.close(master)
     assert proc.returncode == 0, out.decode(errors="replace")
