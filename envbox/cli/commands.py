@@ -118,18 +118,18 @@ def trust(revoke: bool = typer.Option(False, "--revoke", help="Forget the trust 
         raise ProfileError("no envbox.yaml here or in a parent directory", "create one, or cd into the project")
     if revoke:
         gone = trust_mod.revoke(paths.trust_dir, found)
-        print(f"{'revoked trust in' if gone else 'was not trusted:'} {found}")
+        echo(f"{'revoked trust in' if gone else 'was not trusted:'} {found}")
         return 0
     pf = trust_mod.read_project_file(found, uid=os.getuid())
     profile, warnings = load_project_profile(pf.path, pf.data, pf.sha256, pf.signature)
     for warning in warnings:
-        print(f"envbox: warning: {warning}", file=sys.stderr)
+        echo(f"envbox: warning: {warning}", err=True)
     merged = with_extends(paths, profile)
     from envbox.cli.render import render_request
 
     echo(render_request(merged, pf.sha256))
     trust_mod.record(paths.trust_dir, pf)
-    print(f"trusted {pf.path} (sha256 {pf.sha256[:16]}…); any edit or move revokes this")
+    echo(f"trusted {pf.path} (sha256 {pf.sha256[:16]}…); any edit or move revokes this")
     return 0
 
 
@@ -202,9 +202,9 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:
         for r in results:
-            print(f"{r.status:<4}  {r.name}: {r.detail}")
+            echo(f"{r.status:<4}  {r.name}: {r.detail}")
             if r.hint and r.status != "PASS":
-                print(f"      hint: {r.hint}")
+                echo(f"      hint: {r.hint}")
     return 1 if any(r.status == "FAIL" for r in results) else 0
 
 
@@ -266,7 +266,7 @@ def run_cli(argv: list[str], *, closed_fds: tuple = ()) -> int:
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `envbox` or `envbox desktop`
             print(exc.format_message(), file=sys.stderr)
             return EXIT_USAGE
-        print(f"envbox: {exc.format_message()}", file=sys.stderr)
+        print(f"envbox: {printable(exc.format_message())}", file=sys.stderr)
         print("hint: run 'envbox --help' for usage", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
@@ -281,7 +281,7 @@ def run_cli(argv: list[str], *, closed_fds: tuple = ()) -> int:
     except Exception as exc:  # a bug: still one line, with the way to the traceback
         if state["debug"]:
             raise
-        print(f"envbox: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"envbox: internal error: {type(exc).__name__}: {printable(str(exc))}", file=sys.stderr)
         print("hint: run again with 'envbox --debug ...' for the traceback, and report it", file=sys.stderr)
         return EXIT_ENVBOX
     return result if isinstance(result, int) else 0

@@ -38,7 +38,7 @@ def envbox_paths():
 
 def progress(message: str) -> None:
     if sys.stderr.isatty():
-        print(f"envbox: {message}", file=sys.stderr)
+        echo(f"envbox: {message}", err=True)
 
 
 def load_target(where, name: str | None):
@@ -49,7 +49,7 @@ def load_target(where, name: str | None):
         return load_named(where, name)
     profile, warnings = load_project(where, os.environ)
     for warning in warnings:
-        print(f"envbox: warning: {warning}", file=sys.stderr)
+        echo(f"envbox: warning: {warning}", err=True)
     return profile
 
 

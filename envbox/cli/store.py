@@ -101,7 +101,7 @@ def gc() -> int:
     from envbox.cgroups import control as cgroups
 
     for path in cgroups.cleanup_stale(cgroups.probe(), kill=True):
-        print(f"removed stale cgroup {path}")
+        echo(f"removed stale cgroup {path}")
     print(f"gc: {len(removed)} layer(s) removed, {len(keep)} referenced, {len(busy)} in use", file=sys.stderr)
     return 0
 
@@ -114,7 +114,7 @@ def verify() -> int:
     store = store_mod.Store(envbox_paths().store)
     problems = store_mod.verify(store)
     for p in problems:
-        print(f"{p.what}: {p.message}")
+        echo(f"{p.what}: {p.message}")
     count = len(listdir_sorted(store.root / "layers"))
     if problems:
         print(f"envbox: {len(problems)} problem(s) in the store at {store.root}", file=sys.stderr)
@@ -148,7 +148,7 @@ def lock(name: Optional[str] = typer.Argument(None, help="Profile name (default:
     if not os.access(target.parent, os.W_OK):
         raise EnvboxError(f"cannot write {target}: the directory is not writable", f"copy the profile to {paths.user_profiles} first")
     write_text_atomic(target, render_lock(profile.name, entries))
-    print(f"wrote {target}")
+    echo(f"wrote {target}")
     return 0
 
 
