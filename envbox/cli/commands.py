@@ -142,12 +142,12 @@ def trust(
         raise ProfileError("no envbox.yaml here or in a parent directory", "create one, or cd into the project")
     if revoke:
         gone = trust_mod.revoke(paths.trust_dir, found)
-        print(f"{'revoked trust in' if gone else 'was not trusted:'} {found}")
+        echo(f"{'revoked trust in' if gone else 'was not trusted:'} {found}")
         return 0
     pf = trust_mod.read_project_file(found, uid=os.getuid())
     profile, warnings = load_project_profile(pf.path, pf.data, pf.sha256, pf.signature)
     for warning in warnings:
-        print(f"envbox: warning: {warning}", file=sys.stderr)
+        echo(f"envbox: warning: {warning}", err=True)
     merged = with_extends(paths, profile)
     from envbox.cli.render import render_request
 
@@ -156,7 +156,7 @@ def trust(
         print(f"not trusted: {pf.path} (nothing recorded)")
         return 1
     trust_mod.record(paths.trust_dir, pf)
-    print(f"trusted {pf.path} (sha256 {pf.sha256[:16]}…); any edit or move revokes this")
+    echo(f"trusted {pf.path} (sha256 {pf.sha256[:16]}…); any edit or move revokes this")
     return 0
 
 
@@ -340,7 +340,7 @@ def run_cli(argv: list[str], *, closed_fds: tuple = ()) -> int:
         if type(exc).__name__ == "NoSuchOption":
             print(_unknown_option(exc), file=sys.stderr)
             return EXIT_USAGE
-        print(f"envbox: {exc.format_message()}", file=sys.stderr)
+        print(f"envbox: {printable(exc.format_message())}", file=sys.stderr)
         print("hint: run 'envbox --help' for usage", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
@@ -355,7 +355,7 @@ def run_cli(argv: list[str], *, closed_fds: tuple = ()) -> int:
     except Exception as exc:  # a bug: still one line, with the way to the traceback
         if state["debug"]:
             raise
-        print(f"envbox: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"envbox: internal error: {type(exc).__name__}: {printable(str(exc))}", file=sys.stderr)
         print("hint: run again with 'envbox --debug ...' for the traceback, and report it", file=sys.stderr)
         return EXIT_ENVBOX
     return result if isinstance(result, int) else 0

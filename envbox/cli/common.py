@@ -108,7 +108,7 @@ def load_target(where, name: str | None, *, require_trust: bool = True):
         return load_named(where, name)
     profile, warnings = load_project(where, os.environ, require_trust=require_trust)
     for warning in warnings:
-        print(f"envbox: warning: {warning}", file=sys.stderr)
+        echo(f"envbox: warning: {warning}", err=True)
     return profile
 
 

@@ -43,7 +43,7 @@ def install(
     file_name, text = df.entry_for(profile, source=source, launcher=df.launcher_path())
     path = df.install(place, file_name, text, profile=profile.name)
     _refresh(place.directory)
-    print(f"installed {path}")
+    echo(f"installed {path}")
     if source is None and profile.desktop is None:
         print(f"note: {profile.name} has no desktop: section; the entry's name and comment come from the profile's name and description", file=sys.stderr)
     return 0
@@ -84,7 +84,7 @@ def remove(
         raise EnvboxError(f"no envbox desktop entry for {name} in {place.directory}", "run 'envbox desktop list' to see them")
     _refresh(place.directory)
     for path in removed:
-        print(f"removed {path}")
+        echo(f"removed {path}")
     return 0
 
 
@@ -138,4 +138,4 @@ def _refresh(directory) -> None:
 
     warning = update_database(directory)
     if warning:
-        print(f"envbox: warning: {warning}", file=sys.stderr)
+        echo(f"envbox: warning: {warning}", err=True)

@@ -31,6 +31,9 @@ class Display:
         self.phase(text)
 
     def phase(self, text: str) -> None:
+        from envbox.core.names import printable
+
+        text = printable(text)  # labels and URLs come from catalogs another party may have written
         rich = self._rich()
         if rich is None:
             print(f"envbox: {text}", file=self.stream, flush=True)
@@ -47,6 +50,9 @@ class Display:
             self.phase(text)
 
     def bytes(self, label: str, done: int, total: int | None) -> None:
+        from envbox.core.names import printable
+
+        label = printable(label)
         rich = self._rich()
         if rich is None:
             return  # not a terminal: the phase line said what is downloaded and how much

@@ -128,10 +128,10 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be
         from envbox.cgroups import control as cgroups
 
         for path in prune_extensions(paths, live_exports(paths)):
-            print(f"removed extension tree {path} (no exported unit uses it)")
+            echo(f"removed extension tree {path} (no exported unit uses it)")
 
         for path in cgroups.cleanup_stale(cgroups.probe(), kill=True):
-            print(f"removed stale cgroup {path}")
+            echo(f"removed stale cgroup {path}")
     from envbox.core.limits import format_size
 
     total = format_size(sum(size for _, size, _ in rows))
@@ -167,7 +167,7 @@ def verify() -> int:
     store = store_mod.Store(envbox_paths().store)
     problems, damaged = _check(store)
     for p in problems:
-        print(f"{p.what}: {p.message}")
+        echo(f"{p.what}: {p.message}")
     count = len(listdir_sorted(store.root / "layers"))
     if problems:
         print(f"envbox: {len(problems)} problem(s) in the store at {store.root}", file=sys.stderr)
@@ -245,7 +245,7 @@ def lock(name: Optional[str] = typer.Argument(None, help="Profile name (default:
     if not os.access(target.parent, os.W_OK):
         raise EnvboxError(f"cannot write {target}: the directory is not writable", f"copy the profile to {paths.user_profiles} first")
     write_text_atomic(target, render_lock(profile.name, entries))
-    print(f"wrote {target}")
+    echo(f"wrote {target}")
     return 0
 
 

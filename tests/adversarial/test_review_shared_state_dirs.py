@@ -250,3 +250,19 @@ def test_package_lists_never_come_from_a_cache_another_user_can_write(env):
     assert result.returncode == 125, result.stderr
     assert "the download cache cannot be used for package lists" in result.stderr and "writable by other users" in result.stderr
     assert not (cache / "downloads" / "apt").exists() or not any((cache / "downloads" / "apt").iterdir())
+
+
+def test_paths_with_escape_sequences_are_printed_escaped(env):
+    """A project in a directory whose name carries escape sequences (a cloned repository):
+    trust, plan and errors print the path escaped."""
+    proj = env.home / "repo\x1b]0;owned\x07\x1b[2J"
+    proj.mkdir()
+    (proj / "envbox.yaml").write_text("command: [sh, -c, 'exit 0']\nbogus: 1\n")
+    env.give(env.base)
+    for args in (["trust"], ["plan"]):
+        result = env.envbox(*args, cwd=str(proj))
+        assert "\x1b" not in result.stdout + result.stderr and "\x07" not in result.stdout + result.stderr, result
+        assert "\\x1b]0;owned\\x07" in result.stdout + result.stderr
+    (proj / "envbox.yaml").write_text("command: [sh, -c, 'exit 0']\n")
+    result = env.envbox("trust", cwd=str(proj))
+    assert result.returncode == 0 and "\x1b" not in result.stdout and "\\x1b[2J" in result.stdout
