@@ -103,14 +103,10 @@ def prepare_extension(paths, layer, os_release: str | None) -> tuple[Path, list[
     return target, warnings
 
 
-def export_unit(paths, prepared, *, output: str | None, environ, uid: int) -> tuple[Path, list[str]]:
-    """Prepare the extension trees, write the unit and its record; (unit path, warnings)."""
-    from envbox.cgroups.backend import systemd_properties
-
-    plan = prepared.plan
-    if not plan.argv:
-        raise EnvboxError(f"profile {plan.profile} has no command", f"add `command: [...]` to {prepared.profile.path}", exit_code=EXIT_USAGE)
-    target = Path(output) if output else unit_dir(environ, uid) / sd.unit_name(plan.profile)
+def unit_target(profile: str, *, output: str | None, environ, uid: int) -> Path:
+    """Where the unit goes; refuses (before anything is built or written) a file there that
+    envbox did not write."""
+    target = Path(output) if output else unit_dir(environ, uid) / sd.unit_name(profile)
     if os.path.lexists(target):
         try:
             text = read_limited(target, limit=1 << 20)[0].decode("utf-8", "replace")
@@ -118,6 +114,17 @@ def export_unit(paths, prepared, *, output: str | None, environ, uid: int) -> tu
             text = ""
         if sd.read_marker(text) is None:
             raise EnvboxError(f"{target} exists and was not written by envbox; not replacing it", "remove it yourself, or write elsewhere with --output FILE")
+    return target
+
+
+def export_unit(paths, prepared, *, output: str | None, environ, uid: int) -> tuple[Path, list[str]]:
+    """Prepare the extension trees, write the unit and its record; (unit path, warnings)."""
+    from envbox.cgroups.backend import systemd_properties
+
+    plan = prepared.plan
+    if not plan.argv:
+        raise EnvboxError(f"profile {plan.profile} has no command", f"add `command: [...]` to {prepared.profile.path}", exit_code=EXIT_USAGE)
+    target = unit_target(plan.profile, output=output, environ=environ, uid=uid)
     try:
         os_release = Path("/etc/os-release").read_text()
     except OSError:

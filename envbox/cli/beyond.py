@@ -118,12 +118,16 @@ def export(
     from envbox.app.prepare import load_named, prepare
     from envbox.cli.common import progress
 
+    from envbox.app.exports import export_unit, unit_target
+
     paths = envbox_paths()
+    profile = load_named(paths, name)
+    if systemd:
+        unit_target(profile.name, output=output, environ=os.environ, uid=os.getuid())  # refuse before building
     with progress() as shown:
-        prepared = prepare(paths, load_named(paths, name), build=True, frozen=frozen, progress=shown)
+        prepared = prepare(paths, profile, build=True, frozen=frozen, progress=shown)
     if oci:
         return _export_oci(prepared, oci, base, kube)
-    from envbox.app.exports import export_unit
 
     unit, warnings = export_unit(paths, prepared, output=output, environ=os.environ, uid=os.getuid())
     for warning in warnings:
