@@ -149,7 +149,9 @@ def prepare(
         stored = {tool: to_stored(info) for tool, info in infos.items()}
     else:
         stored = find_layers(resolution, store)
-    plan = build_plan(resolution, stored, uid=os.getuid())
+    plan = build_plan(resolution, stored, uid=os.getuid(), prefix_root=str(paths.prefixes))
+    for prefix in plan.prefixes:
+        os.makedirs(prefix, mode=0o755, exist_ok=True)
     return Prepared(profile, resolution, plan, lock)
 
 

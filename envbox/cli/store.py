@@ -32,9 +32,11 @@ def catalog(
     rows = []
     for name in tools:
         for rel in reversed(cat.of(name)):
-            info = store.lookup(rel.recipe_key())
+            info = store.lookup(rel.select().recipe_key())
+            parts = {n: {"default": bool(p.get("default")), "description": p.get("description", "")} for n, p in sorted(rel.part_specs.items())}
             rows.append({"tool": rel.tool, "version": rel.version, "source": rel.source, "links": dict(rel.links),
-                         "description": rel.description, "origin": rel.origin, "built": info.digest if info else None})
+                         "description": rel.description, "origin": rel.origin, "built": info.digest if info else None,
+                         "parts": parts})
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -42,7 +44,10 @@ def catalog(
 
     for row in rows:
         built = "built" if row["built"] else ""
-        print(f"{row['tool']:<8} {row['version']:<10} {row['source']['kind']:<8} {source_summary(row['source'])[:64]:<64} {built}")
+        print(f"{row['tool']:<8} {row['version']:<10} {row['source']['kind']:<8} {source_summary(row['source'])[:64]:<64} {built}".rstrip())
+        if tool:  # one tool: also its parts (with: [...] / without: [...] in a profile)
+            for name, part in row["parts"].items():
+                print(f"{'':<19} part {name:<12} {'(default) ' if part['default'] else ''}{part['description']}")
     return 0
 
 
@@ -175,7 +180,9 @@ def which(name: str = typer.Argument(..., help="Profile name."), path: str = typ
             print(f"{path}: unknown yet: {layer.label} is not built ('envbox build {name}')")
             return 1
         if rel in store.manifest(layer.digest):
-            print(f"{path}: {layer.label} (layer {layer.digest[:16]}, {layer.root}/{rel})")
+            found = os.path.join(layer.root, rel)
+            link = f" -> {os.readlink(found)}" if os.path.islink(found) else ""
+            print(f"{path}{link}: {layer.label} (layer {layer.digest[:16]}, {layer.root}/{rel})")
             return 0
     where = "the host" if os.path.lexists(path) else "nothing (it does not exist in the namespace)"
     print(f"{path}: {where}")

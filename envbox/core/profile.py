@@ -16,7 +16,7 @@ from envbox.core.names import NAME_RULE, describe_bad_name, is_valid_name, proje
 PROFILE_KEYS = ("name", "description", "command", "tools", "env", "limits", "desktop", "extends", "prefer")
 LIMIT_KEYS = ("memory", "memory_swap", "cpu", "pids", "allow_unenforced")
 DESKTOP_KEYS = ("name", "icon", "comment", "categories", "mime_types", "from", "terminal", "generic_name")
-SOURCE_KEYS = ("host", "dir")
+SOURCE_KEYS = ("host", "dir", "version", "with", "without")
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,16 @@ class ToolSpec:
     host: str | None = None  # {host: /usr/bin/python3.11}
     dir: str | None = None  # {dir: /opt/node-v18}
     line: int = 0
+    with_parts: tuple[str, ...] = ()  # {version: "3.13", with: [dev, venv]}: optional parts taken
+    without: tuple[str, ...] = ()  # default parts left out, e.g. [python3]: keep the host's python3
 
     def describe(self) -> str:
         if self.host:
             return f"host:{self.host}"
         if self.dir:
             return f"dir:{self.dir}"
-        return str(self.constraint)
+        parts = "".join(f" +{p}" for p in self.with_parts) + "".join(f" -{p}" for p in self.without)
+        return f"{self.constraint}{parts}"
 
 
 @dataclass(frozen=True)
@@ -258,14 +261,37 @@ class _Validator:
             return ToolSpec(tool=name, constraint=value.strip(), line=line)
         if isinstance(value, dict):
             self.check_keys(value, SOURCE_KEYS, f"tools.{name}")
+            if "version" in value:
+                return self.tool_with_parts(name, value, line)
+            if "with" in value or "without" in value:
+                raise self.error(line, f"tools.{name}: with/without go with a version", f'write {name}: {{version: "3", with: [...]}}')
             if len(value) != 1:
-                raise self.error(line, f"tools.{name} needs exactly one of: host, dir")
+                raise self.error(line, f"tools.{name} needs exactly one of: version, host, dir")
             kind = next(iter(value))
             target = value[kind]
             if not isinstance(target, str) or not target.startswith("/"):
                 raise self.error(self.line(value, kind), f"tools.{name}.{kind} must be an absolute path")
             return ToolSpec(tool=name, line=line, **{kind: target})
         raise self.error(line, f"tools.{name} must be a version string or a mapping, not {_kind(value)}")
+
+    def tool_with_parts(self, name: str, value: dict, line: int) -> ToolSpec:
+        """{version: "2.7", with: [pip, dev], without: [python3]}: a catalog release and its parts."""
+        for other in ("host", "dir"):
+            if other in value:
+                raise self.error(self.line(value, other), f"tools.{name}: version and {other} exclude each other")
+        if isinstance(value["version"], (dict, list)) or value["version"] is None:
+            raise self.error(self.line(value, "version"), f"tools.{name}.version must be a version string such as \"3.13\"")
+        spec = self.tool(_One(value, "version", name), name)
+        lists = {}
+        for key in ("with", "without"):
+            items = value.get(key, [])
+            if not isinstance(items, list) or not all(is_valid_name(i) for i in items):
+                raise self.error(self.line(value, key), f"tools.{name}.{key} must be a list of part names such as [pip, dev]", f"run 'envbox catalog {name}' to see the parts")
+            lists[key] = tuple(dict.fromkeys(items))
+        both = set(lists["with"]) & set(lists["without"])
+        if both:
+            raise self.error(self.line(value, "without"), f"tools.{name}: {', '.join(sorted(both))} is both in with and without")
+        return replace(spec, line=line, with_parts=lists["with"], without=lists["without"])
 
     def env(self, data: dict) -> tuple[tuple[str, str], ...]:
         env = data.get("env")
@@ -355,6 +381,18 @@ class _Validator:
         if not isinstance(prefer, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prefer.items()):
             raise self.error(self.line(data, "prefer"), "prefer must map paths to tool names, e.g. prefer: {/usr/bin/npm: node}")
         return tuple(prefer.items())
+
+
+class _One(dict):
+    """{tool: value} for re-checking a `version:` with the same rules as `tool: "3"`."""
+
+    def __init__(self, mapping: dict, key: str, name: str):
+        super().__init__({name: mapping[key]})
+        self.key_lines = {name: _Validator.line(mapping, key)}
+        self.line = self.key_lines[name]
+        raw = getattr(mapping, "raw", None)
+        if raw and key in raw:
+            self.raw = {name: raw[key]}
 
 
 def parse_cpu(value: Any) -> float:
