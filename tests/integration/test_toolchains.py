@@ -127,4 +127,4 @@ def test_node_12_and_python_27_build_node_sass_from_source(root_env):
         " && grep -m1 -o 'which. succeeded python2 /usr/bin/python2' build.log"
         " && node -e 'console.log(require(\"node-sass\").renderSync({file: \"t.scss\", outputStyle: \"compact\"}).css.toString().trim())'"
     ), timeout=1800)
-    assert out.splitlines() == ["`which` succeeded python2 /usr/bin/python2", "a b { color: #333; }"], out
+    assert out.splitlines() == ["which` succeeded python2 /usr/bin/python2", "a b { color: #333; }"], out
