@@ -103,13 +103,16 @@ def test_python_27_pip_user_site_and_virtualenv(root_env):
     assert out.splitlines() == ["21.4.0 True", "2.7.18 1.16.0", "/usr/bin/python3"], out
 
 
-def test_without_python3_the_host_python3_stays(root_env):
-    env = root_env
+def test_without_python3_the_host_python3_stays(env):
+    """Also rootless; and the lock file pins the release with its parts (--frozen follows it)."""
     shared_cache(env)
     env.write_profile("keep", 'command: [sh, -c]\ntools:\n  python: {version: "3.13", without: [python3]}\n')
     out = launch(env, "keep", "python --version; python3 --version")
     assert out.splitlines() == ["Python 3.13.5", "Python 3.11.2"]
     assert "the host" in env.envbox("which", "keep", "/usr/bin/python3").stdout
+    assert env.envbox("lock", "keep").returncode == 0
+    frozen = env.envbox("launch", "--frozen", "keep", "--", "python3 --version")
+    assert frozen.returncode == 0 and frozen.stdout.strip() == "Python 3.11.2", frozen.stderr
 
 
 @pytest.mark.matrix
