@@ -203,20 +203,25 @@ def test_shipped_catalog_entries_pass_check():
     data = yaml.safe_load(CATALOG.read_text())
     assert data["tool"] == "python"
     versions = [r["version"] for r in data["releases"]]
-    assert versions == ["2.7.18", "3.9.2", "3.11.2", "3.13.5"]
+    assert versions == ["2.7.18", "3.9.2", "3.11.2", "3.13.5", "3.14.10"]
     for release in data["releases"]:
         deb.check(release["source"])
         postbuild.check_steps(release["post"])
         assert release["links"]["usr/bin/python"].startswith("python"), release["version"]
-        # The host's own scripts use /usr/bin/python3: no release may provide it.
+        # /usr/bin/python3 only through the `python3` part (default for 3.x), so a profile can
+        # keep the host's (`without: [python3]`); never for 2.7.
         assert "usr/bin/python3" not in release["links"]
+        python3 = release.get("parts", {}).get("python3")
+        assert (python3 is None) == release["version"].startswith("2.")
 
 
 def test_shipped_catalog_loads_through_the_catalog_loader():
     from envbox.core import catalog
 
-    releases = catalog._read_file(CATALOG, {"deb": deb.check})
-    assert [(r.tool, r.version, r.kind) for r in releases] == [("python", v, "deb") for v in ("2.7.18", "3.9.2", "3.11.2", "3.13.5")]
+    from envbox.sources import checks
+
+    releases = catalog._read_file(CATALOG, checks())
+    assert [(r.tool, r.version, r.kind) for r in releases] == [("python", v, "deb") for v in ("2.7.18", "3.9.2", "3.11.2", "3.13.5", "3.14.10")]
 
 
 def test_sources_list_per_suite():

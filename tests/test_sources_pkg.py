@@ -300,7 +300,7 @@ def shipped(tmp_path_factory) -> list[catalog.Release]:
 def test_shipped_catalogs_load(tmp_path_factory):
     releases = shipped(tmp_path_factory)
     assert sorted((r.tool, r.version) for r in releases) == [
-        ("cmake", "4.4.5"), ("node", "12.22.12"), ("node", "18.20.8"), ("node", "20.18.0"), ("node", "22.20.0")]
+        ("cmake", "4.4.5"), ("node", "12.22.12"), ("node", "18.20.8"), ("node", "20.18.0"), ("node", "22.20.0"), ("node", "24.19.0")]
     for r in (r for r in releases if r.tool == "node"):
         links = dict(r.links)
         assert links["usr/bin/node"] == f"../lib/envbox/node-{r.version}/bin/node"

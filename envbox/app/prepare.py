@@ -151,7 +151,9 @@ def prepare(
     else:
         stored = find_layers(resolution, store)
     _refuse_damaged(paths, resolution, stored)
-    plan = build_plan(resolution, stored, uid=os.getuid())
+    plan = build_plan(resolution, stored, uid=os.getuid(), prefix_root=str(paths.prefixes))
+    for prefix in plan.prefixes:
+        os.makedirs(prefix, mode=0o755, exist_ok=True)
     return Prepared(profile, resolution, plan, lock)
 
 

@@ -112,11 +112,18 @@ def render_ps(rows: list[dict]) -> str:
     return table(cols, out)
 
 
-def render_catalog(rows: list[dict]) -> str:
+def render_catalog(rows: list[dict], *, parts: bool = False) -> str:
+    """The releases; with parts, each release's optional parts (profile `with:`/`without:`)
+    in a second table."""
     from envbox.core.catalog import source_summary
 
     out = [[r["tool"], r["version"], r["source"]["kind"], source_summary(r["source"]), "built" if r["built"] else ""] for r in rows]
-    return table([Col("TOOL"), Col("VERSION"), Col("KIND"), Col("SOURCE", wrap=True), Col("BUILT")], out)
+    text = table([Col("TOOL"), Col("VERSION"), Col("KIND"), Col("SOURCE", wrap=True), Col("BUILT")], out)
+    part_rows = [[r["tool"], r["version"], name, "yes" if part["default"] else "", part["description"]]
+                 for r in rows for name, part in r.get("parts", {}).items()] if parts else []
+    if part_rows:
+        text += "\n\n" + table([Col("TOOL"), Col("VERSION"), Col("PART"), Col("DEFAULT"), Col("DESCRIPTION", wrap=True)], part_rows)
+    return text
 
 
 def render_layers(rows: list[dict]) -> str:

@@ -34,12 +34,15 @@ def catalog(
     rows = []
     for name in tools:
         for rel in reversed(cat.of(name)):
-            info = store.lookup(rel.recipe_key())
+            info = store.lookup(rel.select().recipe_key())
+            parts = {n: {"default": bool(p.get("default")), "description": p.get("description", "")} for n, p in sorted(rel.part_specs.items())}
             rows.append({"tool": rel.tool, "version": rel.version, "source": rel.source, "links": dict(rel.links),
-                         "description": rel.description, "origin": rel.origin, "built": info.digest if info else None})
+                         "description": rel.description, "origin": rel.origin, "built": info.digest if info else None,
+                         "parts": parts})
     from envbox.cli.render import render_catalog
 
-    emit(rows, as_json=as_json, render=render_catalog)
+    # One tool: also its parts (with: [...] / without: [...] in a profile).
+    emit(rows, as_json=as_json, render=lambda shown: render_catalog(shown, parts=bool(tool)))
     return 0
 
 
@@ -272,7 +275,9 @@ def which(name: str = typer.Argument(..., help="Profile name.", autocompletion=c
             echo(f"{path}: unknown yet: {layer.label} is not built ('envbox build {name}')")
             return 1
         if rel in store.manifest(layer.digest):
-            echo(f"{path}: {layer.label} (layer {layer.digest[:16]}, {layer.root}/{rel})")
+            found = os.path.join(layer.root, rel)
+            link = f" -> {os.readlink(found)}" if os.path.islink(found) else ""
+            echo(f"{path}{link}: {layer.label} (layer {layer.digest[:16]}, {layer.root}/{rel})")
             return 0
     where = "the host" if os.path.lexists(path) else "nothing (it does not exist in the namespace)"
     echo(f"{path}: {where}")

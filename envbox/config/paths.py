@@ -43,6 +43,12 @@ class Paths:
         return self.data_dir / "store"
 
     @property
+    def prefixes(self) -> Path:
+        """Writable per-profile prefixes (npm's global prefix). Beside the data dir, not in it:
+        the data dir is read-only inside every launch, and these must be writable there."""
+        return self.data_dir.with_name(self.data_dir.name + "-prefixes")
+
+    @property
     def downloads(self) -> Path:
         return self.cache_dir / "downloads"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -12,7 +12,8 @@ from envbox.core import fields, yamlstrict
 from envbox.core.errors import CatalogError
 
 CATALOG_KEYS = ("tool", "releases")
-RELEASE_KEYS = ("version", "source", "links", "post", "env", "description")
+RELEASE_KEYS = ("version", "source", "links", "post", "env", "description", "parts", "writable_prefix")
+PART_KEYS = ("default", "description", "packages", "skip", "links", "post", "sources", "env")
 # Bump when the way a recipe becomes a layer changes, so old layers are not reused.
 LAYER_FORMAT = 1
 
@@ -27,6 +28,54 @@ class Release:
     env: tuple[tuple[str, str], ...] = ()
     description: str = ""
     origin: str = ""  # file:line it was read from
+    parts: str = "{}"  # canonical JSON of `parts:` (optional pieces a profile picks with with/without)
+    writable_prefix: str = ""  # env variable naming a writable per-profile prefix (npm_config_prefix)
+    chosen: tuple[str, ...] = ()  # the parts merged in by select()
+    extra_sources: str = "[]"  # canonical JSON: further sources filled into the same layer (parts)
+
+    @property
+    def part_specs(self) -> dict:
+        return json.loads(self.parts)
+
+    @property
+    def sources(self) -> list:
+        """Every source of the layer, the release's own first."""
+        return [self.source, *json.loads(self.extra_sources)]
+
+    def default_parts(self) -> tuple[str, ...]:
+        return tuple(sorted(n for n, p in self.part_specs.items() if p.get("default")))
+
+    def select(self, with_parts: tuple[str, ...] = (), without: tuple[str, ...] = ()) -> "Release":
+        """This release with its default parts, plus with_parts, minus without, merged into
+        one recipe (a deb part's packages join the same closure; its links, post steps, env
+        and further sources are added). Pure; raises CatalogError naming an unknown part."""
+        specs = self.part_specs
+        for name in (*with_parts, *without):
+            if name not in specs:
+                known = ", ".join(sorted(specs)) or "none"
+                raise CatalogError(f"{self.tool} {self.version} has no part {name!r} (parts: {known})", f"run 'envbox catalog {self.tool}' to see each release's parts")
+        chosen = tuple(sorted((set(self.default_parts()) | set(with_parts)) - set(without)))
+        if not chosen:
+            return self
+        source, links, post, env, extra = dict(self.source), dict(self.links), [], dict(self.env), json.loads(self.extra_sources)
+        for name in chosen:
+            part = specs[name]
+            for key in ("packages", "skip"):
+                if part.get(key):
+                    source[key] = list(dict.fromkeys([*source.get(key, []), *part[key]]))
+            links.update(part.get("links", {}))
+            post += [s for s in part.get("post", []) if s not in post]
+            env.update(part.get("env", {}))
+            extra += [s for s in part.get("sources", []) if s not in extra]
+        return replace(
+            self,
+            source_json=json.dumps(source, sort_keys=True),
+            links=tuple(sorted(links.items())),
+            post=json.dumps(post + [s for s in self.post_steps if s not in post], sort_keys=True),
+            env=tuple(sorted(env.items())),
+            chosen=chosen,
+            extra_sources=json.dumps(extra, sort_keys=True),
+        )
 
     @property
     def source(self) -> dict:
@@ -49,6 +98,8 @@ class Release:
             "source": self.source,
             "links": dict(self.links),
             "post": self.post_steps,
+            # Only when present, so the keys of releases without parts stay what they were.
+            **({"sources": json.loads(self.extra_sources)} if self.extra_sources != "[]" else {}),
         }
 
     def recipe_key(self) -> str:
@@ -58,7 +109,8 @@ class Release:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def label(self) -> str:
-        return f"{self.tool} {self.version} ({self.kind} {source_summary(self.source)})".replace(" )", ")")
+        parts = "".join(f" +{p}" for p in self.chosen)
+        return f"{self.tool} {self.version}{parts} ({self.kind} {source_summary(self.source)})".replace(" )", ")")
 
 
 def source_summary(src: dict) -> str:
@@ -176,6 +228,10 @@ def _read_release(tool: str, item: Any, fail, source_checks: Mapping[str, Any], 
         check_steps(post)
     except ValueError as exc:
         raise fail(item.key_lines.get("post", line), f"{tool} {version}: {exc}") from None
+    parts = _read_parts(item.get("parts") or {}, source, fail, item.key_lines.get("parts", line), source_checks, f"{tool} {version}")
+    prefix = item.get("writable_prefix", "")
+    if not isinstance(prefix, str) or (prefix and not _ENV_NAME_RE.fullmatch(prefix)):
+        raise fail(item.key_lines.get("writable_prefix", line), f"writable_prefix must name an environment variable such as npm_config_prefix, not {prefix!r}")
     return Release(
         tool=tool,
         version=version,
@@ -185,7 +241,53 @@ def _read_release(tool: str, item: Any, fail, source_checks: Mapping[str, Any], 
         env=env,
         description=description,
         origin=f"{path}:{line}",
+        parts=json.dumps(parts, sort_keys=True),
+        writable_prefix=prefix,
     )
+
+
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _read_parts(parts: Any, source: dict, fail, line: int, source_checks: Mapping[str, Any], what: str) -> dict:
+    """Validate `parts:` (name -> {default, packages, skip, links, post, sources, env}). Pure."""
+    if not isinstance(parts, dict):
+        raise fail(line, f"{what}: parts must map part names to mappings")
+    out = {}
+    for name, part in parts.items():
+        at = parts.key_lines.get(name, line) if hasattr(parts, "key_lines") else line
+        try:
+            fields.name(name, "part name")
+        except ValueError as exc:
+            raise fail(at, f"{what}: {exc}") from None
+        if not isinstance(part, dict):
+            raise fail(at, f"{what}: part {name} must map to its keys, not {fields.kind_of(part)}")
+        for key in part:
+            if key not in PART_KEYS:
+                raise fail(at, f"{what}: unknown key {key!r} in part {name} (valid: {', '.join(PART_KEYS)})")
+        if not isinstance(part.get("default", False), bool):
+            raise fail(at, f"{what}: parts.{name}.default must be true or false")
+        if ("packages" in part or "skip" in part) and source.get("kind") != "deb":
+            raise fail(at, f"{what}: parts.{name}: packages and skip are for deb sources")
+        try:
+            for key in ("packages", "skip"):
+                if key in part:
+                    source_checks["deb"]({"kind": "deb", "suite": source.get("suite"), "packages": ["x"], key: part[key]} if key == "skip" else {"kind": "deb", "suite": source.get("suite"), "packages": part[key]})
+            check_steps(part.get("post", []))
+            sources = part.get("sources", [])
+            if not isinstance(sources, list):
+                raise ValueError("sources must be a list of source mappings")
+            for extra in sources:
+                if not isinstance(extra, dict) or extra.get("kind") not in source_checks:
+                    raise ValueError(f"each source needs kind: one of {', '.join(sorted(source_checks))}")
+                source_checks[extra["kind"]](extra)
+        except ValueError as exc:
+            raise fail(at, f"{what}: parts.{name}: {exc}") from None
+        # The same rules as a release's own links and env (and a profile's env).
+        links = _links(part, fail, at)
+        env = _env(part, fail, at)
+        out[name] = {**{k: v for k, v in part.items() if k not in ("links", "env")}, "links": dict(links), "env": dict(env)}
+    return out
 
 
 _VERSION_RE = re.compile(r"[0-9]+(\.[0-9]+)*([a-z0-9.+-]*)")
@@ -194,7 +296,7 @@ _VERSION_RE = re.compile(r"[0-9]+(\.[0-9]+)*([a-z0-9.+-]*)")
 def _mapping(item: dict, key: str, fail, line: int, what: str) -> tuple[dict, int]:
     """item[key] as a mapping (empty when absent) and its line."""
     value = item.get(key)
-    at = item.key_lines.get(key, line)
+    at = getattr(item, "key_lines", {}).get(key, line)
     if value is None:
         return {}, at
     if not isinstance(value, dict):
@@ -290,8 +392,9 @@ def pick(catalog: Catalog, tool: str, constraint: str) -> Release:
 
 # ---- the steps named in a release's `post:` (run by envbox.store.postbuild) ------------------
 
-STEP_KINDS = ("pycompile",)
+STEP_KINDS = ("pycompile", "python-site", "python-host-site", "gcc-private-runtime")
 PYTHON_NAME = r"python([23])\.([0-9]{1,2})"  # an interpreter a pycompile step names
+GCC_RUNTIME = r"([0-9]{1,2})@([a-z0-9][a-z0-9._-]{0,63})"  # gcc-private-runtime: MAJOR@PRIVATE_TAG
 
 
 def check_steps(steps: Any) -> None:
@@ -304,5 +407,8 @@ def check_steps(steps: Any) -> None:
         (kind, arg), = step.items()
         if kind not in STEP_KINDS:
             raise ValueError(f"unknown post step {kind!r} (known: {', '.join(STEP_KINDS)})")
-        if not isinstance(arg, str) or not re.fullmatch(PYTHON_NAME, arg):
-            raise ValueError(f"pycompile takes an interpreter name such as python3.13, not {arg!r}")
+        if kind == "gcc-private-runtime":
+            if not isinstance(arg, str) or not re.fullmatch(GCC_RUNTIME, arg):
+                raise ValueError(f"gcc-private-runtime takes GCC_MAJOR@TAG such as 14@trixie, not {arg!r}")
+        elif not isinstance(arg, str) or not re.fullmatch(PYTHON_NAME, arg):
+            raise ValueError(f"{kind} takes an interpreter name such as python3.13, not {arg!r}")

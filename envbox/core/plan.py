@@ -18,9 +18,10 @@ from envbox.core.frozen import as_dict
 if TYPE_CHECKING:
     from envbox.core.resolve import Resolution
 
-# /usr/local first as on a stock Debian; no per-user shim directories, so `#!/usr/bin/env
-# python` finds the layer's python rather than a pyenv or asdf shim.
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# /usr/local first as on a stock Debian; the standard directories come before any per-user
+# shim directory, so `#!/usr/bin/env python` finds the layer's python rather than a pyenv or
+# asdf shim. The caller's own PATH entries (~/.local/bin, ...) follow (Plan.path_tail).
+DEFAULT_PATH = sandboxargs.STANDARD_PATH
 OVERLAY_TARGETS = ("usr", "etc", "opt")
 
 
@@ -50,6 +51,9 @@ class Plan:
     allow_unenforced: bool = False
     userns: bool = False
     single_instance: tuple[tuple[str, str], ...] = ()  # (lock|socket|dbus|separate_with, value)
+    defaults: tuple[tuple[str, str], ...] = ()  # release env: below the caller's passed variables
+    path_tail: bool = True  # append the caller's PATH entries (false when the profile sets PATH)
+    prefixes: tuple[str, ...] = ()  # writable per-profile prefixes (npm -g), made before launch
 
     @property
     def ready(self) -> bool:
@@ -66,7 +70,7 @@ class Plan:
 
     def app_env(self, environ: Mapping[str, str]) -> dict[str, str]:
         """The app's whole environment: allowed caller variables, then the plan's."""
-        return sandboxargs.app_env(environ, dict(self.env))
+        return sandboxargs.app_env(environ, dict(self.env), dict(self.defaults), self.path_tail)
 
     def sandbox_args(self, environ: Mapping[str, str], cwd: str, *, extra: tuple[str, ...] = (), cgroup_files: tuple[str, ...] = (), readonly: tuple[str, ...] = ()) -> list[str]:
         """The sandbox's argv (after `python3 -SI sandbox.py`). Pure: every input is an argument."""
@@ -82,6 +86,8 @@ class Plan:
             "userns": self.userns,
             "overlays": [[t, list(lw)] for t, lw in self.overlays()],
             "env": dict(self.env),
+            "defaults": dict(self.defaults),
+            "path_tail": self.path_tail,
             "argv": list(self.argv),
             "limits": as_dict(self.limits),
             "allow_unenforced": self.allow_unenforced,
@@ -124,11 +130,15 @@ class Stored:
     targets: tuple[str, ...]  # e.g. ("usr",) or ("etc", "usr")
 
 
-def build_plan(resolution: Resolution, stored: Mapping[str, Stored], *, uid: int) -> Plan:
-    """stored: tool -> its built layer (absent when not built yet). Pure."""
+def build_plan(resolution: Resolution, stored: Mapping[str, Stored], *, uid: int, prefix_root: str | None = None) -> Plan:
+    """stored: tool -> its built layer (absent when not built yet). prefix_root: where the
+    writable per-profile prefixes live (a release's `writable_prefix`). Pure."""
     profile = resolution.profile
     layers = []
-    env: dict[str, str] = {"PATH": DEFAULT_PATH}
+    env: dict[str, str] = {}
+    defaults: dict[str, str] = {}
+    path = DEFAULT_PATH
+    prefixes = []
     for item in resolution.tools:
         tool = item.spec.tool
         if item.prefix:
@@ -141,7 +151,14 @@ def build_plan(resolution: Resolution, stored: Mapping[str, Stored], *, uid: int
             mounts = tuple((f"/{t}", f"{layer.root}/{t}") for t in layer.targets if t in OVERLAY_TARGETS)
             layers.append(PlanLayer(tool, item.label(), item.kind, layer.digest, layer.root, mounts))
         if item.release:
-            env.update(item.release.env)
+            defaults.update(item.release.env)
+            if item.release.writable_prefix and prefix_root:
+                # e.g. npm_config_prefix: `npm install -g` writes here, never into the read-only layer.
+                prefix = f"{prefix_root}/{profile.name}/{tool}-{item.release.version}"
+                env[item.release.writable_prefix] = prefix
+                path = f"{path}:{prefix}/bin"
+                prefixes.append(prefix)
+    env["PATH"] = path
     env.update(profile.env)
     env["ENVBOX_PROFILE"] = profile.name
     return Plan(
@@ -155,4 +172,7 @@ def build_plan(resolution: Resolution, stored: Mapping[str, Stored], *, uid: int
         allow_unenforced=profile.allow_unenforced,
         userns=uid != 0,
         single_instance=tuple((k, v) for k, v in profile.single_instance.to_json().items() if v) if profile.single_instance else (),
+        defaults=tuple(defaults.items()),
+        path_tail="PATH" not in dict(profile.env),
+        prefixes=tuple(prefixes),
     )

@@ -16,7 +16,7 @@ from envbox.core.names import NAME_RULE, describe_bad_name, is_valid_name, proje
 PROFILE_KEYS = ("name", "description", "command", "tools", "env", "limits", "desktop", "extends", "prefer", "single_instance")
 LIMIT_KEYS = ("memory", "memory_swap", "cpu", "pids", "allow_unenforced")
 DESKTOP_KEYS = ("name", "icon", "comment", "categories", "mime_types", "from", "terminal", "generic_name")
-SOURCE_KEYS = ("host", "dir")
+SOURCE_KEYS = ("host", "dir", "version", "with", "without")
 SINGLE_INSTANCE_KEYS = ("lock", "socket", "dbus", "separate_with")
 # Where a single-instance path may start: absolute, the home directory, or the user's config
 # directory (as the apps themselves find it: $XDG_CONFIG_HOME, else ~/.config).
@@ -32,13 +32,16 @@ class ToolSpec:
     host: str | None = None  # {host: /usr/bin/python3.11}
     dir: str | None = None  # {dir: /opt/node-v18}
     line: int = 0
+    with_parts: tuple[str, ...] = ()  # {version: "3.13", with: [dev, venv]}: optional parts taken
+    without: tuple[str, ...] = ()  # default parts left out, e.g. [python3]: keep the host's python3
 
     def describe(self) -> str:
         if self.host:
             return f"host:{self.host}"
         if self.dir:
             return f"dir:{self.dir}"
-        return str(self.constraint)
+        parts = "".join(f" +{p}" for p in self.with_parts) + "".join(f" -{p}" for p in self.without)
+        return f"{self.constraint}{parts}"
 
 
 @dataclass(frozen=True)
@@ -278,8 +281,12 @@ class _Validator:
             return ToolSpec(tool=name, constraint=value.strip(), line=line)
         if isinstance(value, dict):
             self.check_keys(value, SOURCE_KEYS, f"tools.{name}")
+            if "version" in value:
+                return self.tool_with_parts(name, value, line)
+            if "with" in value or "without" in value:
+                raise self.error(line, f"tools.{name}: with/without go with a version", f'write {name}: {{version: "3", with: [...]}}')
             if len(value) != 1:
-                raise self.error(line, f"tools.{name} needs exactly one of: host, dir")
+                raise self.error(line, f"tools.{name} needs exactly one of: version, host, dir")
             kind = next(iter(value))
             target = value[kind]
             try:
@@ -288,6 +295,25 @@ class _Validator:
                 raise self.error(self.line(value, kind), str(exc)) from None
             return ToolSpec(tool=name, line=line, **{kind: target})
         raise self.error(line, f"tools.{name} must be a version string or a mapping, not {_kind(value)}")
+
+    def tool_with_parts(self, name: str, value: dict, line: int) -> ToolSpec:
+        """{version: "2.7", with: [pip, dev], without: [python3]}: a catalog release and its parts."""
+        for other in ("host", "dir"):
+            if other in value:
+                raise self.error(self.line(value, other), f"tools.{name}: version and {other} exclude each other")
+        if isinstance(value["version"], (dict, list)) or value["version"] is None:
+            raise self.error(self.line(value, "version"), f"tools.{name}.version must be a version string such as \"3.13\"")
+        spec = self.tool(_One(value, "version", name), name)
+        lists = {}
+        for key in ("with", "without"):
+            items = value.get(key, [])
+            if not isinstance(items, list) or not all(is_valid_name(i) for i in items):
+                raise self.error(self.line(value, key), f"tools.{name}.{key} must be a list of part names such as [pip, dev]", f"run 'envbox catalog {name}' to see the parts")
+            lists[key] = tuple(dict.fromkeys(items))
+        both = set(lists["with"]) & set(lists["without"])
+        if both:
+            raise self.error(self.line(value, "without"), f"tools.{name}: {', '.join(sorted(both))} is both in with and without")
+        return replace(spec, line=line, with_parts=lists["with"], without=lists["without"])
 
     def env(self, data: dict) -> tuple[tuple[str, str], ...]:
         env = data.get("env")
@@ -419,6 +445,18 @@ def _is_bus_name(name: str) -> bool:
     ok = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
     return (0 < len(name) <= 255 and len(elements) >= 2
             and all(e and not e[0].isdigit() and set(e) <= ok for e in elements))
+
+
+class _One(dict):
+    """{tool: value} for re-checking a `version:` with the same rules as `tool: "3"`."""
+
+    def __init__(self, mapping: dict, key: str, name: str):
+        super().__init__({name: mapping[key]})
+        self.key_lines = {name: _Validator.line(mapping, key)}
+        self.line = self.key_lines[name]
+        raw = getattr(mapping, "raw", None)
+        if raw and key in raw:
+            self.raw = {name: raw[key]}
 
 
 def parse_cpu(value: Any) -> float:

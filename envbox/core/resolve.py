@@ -82,6 +82,8 @@ def _pick(profile: Profile, spec: ToolSpec, catalog: Catalog, lock: Lock | None,
     locked = lock.tools.get(spec.tool) if lock else None
     if locked is not None:
         for release in catalog.of(spec.tool):
+            if release.version == locked.version:
+                release = release.select(spec.with_parts, spec.without)
             if release.version == locked.version and release.recipe_key() == locked.recipe_key:
                 if not matches(spec.constraint, release.version):
                     break  # the profile changed since the lock was written
@@ -93,4 +95,4 @@ def _pick(profile: Profile, spec: ToolSpec, catalog: Catalog, lock: Lock | None,
             )
     elif frozen:
         raise CatalogError(f"{profile.name}.lock has no entry for {spec.tool}", f"run 'envbox lock {profile.name}'")
-    return pick(catalog, spec.tool, spec.constraint)
+    return pick(catalog, spec.tool, spec.constraint).select(spec.with_parts, spec.without)

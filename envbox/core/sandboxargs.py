@@ -14,16 +14,39 @@ PASSTHROUGH = frozenset((
     "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME",
     "DBUS_SESSION_BUS_ADDRESS", "SSH_AUTH_SOCK", "GPG_AGENT_INFO", "PULSE_SERVER",
     "TMPDIR", "COLUMNS", "LINES", "NO_COLOR", "EDITOR", "VISUAL", "PAGER",
+    # Proxies and the certificates a TLS-inspecting proxy needs, under every name common tools read.
     "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+    "all_proxy", "ALL_PROXY", "ftp_proxy", "FTP_PROXY",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "PIP_CERT", "GIT_SSL_CAINFO",
 ))
 PASSTHROUGH_PREFIXES = ("LC_",)
+# The standard directories of a Debian PATH: always first, so a layer's /usr/bin/python wins
+# over a pyenv or asdf shim the caller has earlier in their own PATH.
+STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def app_env(environ, fixed) -> dict:
-    """Allowed caller variables, then the plan's own (release env, profile env, PATH)."""
-    env = {k: v for k, v in environ.items() if k in PASSTHROUGH or k.startswith(PASSTHROUGH_PREFIXES)}
+def app_env(environ, fixed, defaults=(), path_tail=False) -> dict:
+    """The app's environment, later entries winning: the releases' defaults (e.g. where the
+    host's CA bundle is), the allowed caller variables, the plan's fixed ones (profile env,
+    PATH). path_tail: append the caller's own PATH entries after the plan's PATH."""
+    env = dict(defaults)
+    env.update((k, v) for k, v in environ.items() if k in PASSTHROUGH or k.startswith(PASSTHROUGH_PREFIXES))
     env.update(fixed)
+    if path_tail and "PATH" in env:
+        env["PATH"] = join_path(env["PATH"], environ.get("PATH", ""))
     return env
+
+
+def join_path(head, tail) -> str:
+    """head's entries, then tail's absolute entries not already there (relative ones such as
+    "" or "." would make the app's commands depend on its working directory). Pure."""
+    out = []
+    for entry in head.split(":") + tail.split(":"):
+        entry = entry.rstrip("/") or entry
+        if entry.startswith("/") and entry not in out:
+            out.append(entry)
+    return ":".join(out)
 
 
 # The seccomp filter every sandbox installs (sandbox.py install_tty_filter); `envbox plan` names it.

@@ -17,7 +17,7 @@ import sys
 
 from envbox.core.digests import signature
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 # Variables that change which files envbox reads or where it writes (paths.py).
 KEY_NAMES = (
     "HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR",

@@ -73,7 +73,7 @@ def spec_from_cache(entry: dict, environ, cwd: str, command, extra, *, debug: bo
         profile=plan["profile"],
         userns=plan["userns"],
         overlays=plan["overlays"],
-        env=sandboxargs.app_env(environ, plan["env"]),
+        env=sandboxargs.app_env(environ, plan["env"], plan.get("defaults", {}), plan.get("path_tail", False)),
         cwd=cwd,
         argv=argv,
         limits={k: plan["limits"][k] for k in ("memory", "memory_swap", "cpu", "pids")},

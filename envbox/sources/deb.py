@@ -34,7 +34,7 @@ from envbox.core.names import NAME_RULE, is_valid_name
 from envbox.sources import Artifact, BuildContext, report_detail
 
 KIND = "deb"
-SPEC_KEYS = ("kind", "suite", "packages", "skip", "force", "private", "strip")
+SPEC_KEYS = ("kind", "suite", "packages", "skip", "force", "private", "strip", "check_valid_until")
 LISTS_MAX_AGE = 24 * 3600  # seconds before `apt-get update` runs again for a suite
 HOST_STATUS = Path("/var/lib/dpkg/status")
 LIST_MAX = 1 << 30  # a suite's Packages list is ~60 MB; the host's status a few MB
@@ -119,6 +119,8 @@ def check(spec: Mapping[str, Any]) -> None:
         raise ValueError(f"private must be a tag using {NAME_RULE}, not {private!r}")
     if not isinstance(spec.get("strip", True), bool):
         raise ValueError("strip must be true or false")
+    if not isinstance(spec.get("check_valid_until", True), bool):
+        raise ValueError("check_valid_until must be true or false")
 
 
 # ---- build ----------------------------------------------------------------------------------
@@ -153,7 +155,7 @@ def build_from(spec: Mapping[str, Any], ctx: BuildContext, *, mirror: Mirror, st
 def resolve(spec: Mapping[str, Any], ctx: BuildContext, *, mirror: Mirror, status: Path, arch: str) -> debclosure.Closure:
     """The packages to take from the suite, after refreshing its lists if they are old."""
     suite = spec["suite"]
-    lists = update_lists(suite, mirror, ctx, arch=arch)
+    lists = update_lists(suite, mirror, ctx, arch=arch, check_valid_until=spec.get("check_valid_until", True))
     start = time.monotonic()
     try:
         status_text = fsio.read_limited(status, limit=LIST_MAX, follow=True)[0].decode(errors="replace")
@@ -219,7 +221,7 @@ def host_arch(env: Mapping[str, str]) -> str:
 # ---- apt lists ------------------------------------------------------------------------------
 
 
-def apt_config(base: Path, arch: str) -> str:
+def apt_config(base: Path, arch: str, *, check_valid_until: bool = True) -> str:
     """apt.conf read through APT_CONFIG, i.e. before /etc/apt: it points every Dir at `base`.
 
     Dir::Etc::Parts and ::Main are read after APT_CONFIG, so setting them here keeps the host's
@@ -250,12 +252,16 @@ def apt_config(base: Path, arch: str) -> str:
         "Acquire::GzipIndexes": "false",
         "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled": "false",
         "APT::Sandbox::User": "root" if os.getuid() == 0 else "",
+        # Only where a release asks (check_valid_until: false, e.g. sid, whose Release is valid
+        # for days and which mirrors serve late): the signature is still checked; an attacker
+        # could then replay an older signed index.
+        **({} if check_valid_until else {"Acquire::Check-Valid-Until": "false"}),
     }
     text = "".join(f'{k} "{v}";\n' for k, v in lines.items())
     return text + f'APT::Architectures {{ "{arch}"; }};\n'
 
 
-def update_lists(suite: str, mirror: Mirror, ctx: BuildContext, *, arch: str) -> list[tuple[Path, str]]:
+def update_lists(suite: str, mirror: Mirror, ctx: BuildContext, *, arch: str, check_valid_until: bool = True) -> list[tuple[Path, str]]:
     """The suite's Packages files (path, archive URL), refreshed when older than LISTS_MAX_AGE."""
     sources = mirror.sources_list(suite)
     for directory in (ctx.downloads.parent, ctx.downloads, ctx.downloads / "apt"):
@@ -275,7 +281,7 @@ def update_lists(suite: str, mirror: Mirror, ctx: BuildContext, *, arch: str) ->
             (base / sub).mkdir(parents=True, exist_ok=True)
         # Replaced, never written through: a link planted in a shared cache stays a link.
         fsio.write_atomic(base / "sources.list", sources.encode(), fsync=False)
-        fsio.write_atomic(base / "apt.conf", apt_config(base, arch).encode(), fsync=False)
+        fsio.write_atomic(base / "apt.conf", apt_config(base, arch, check_valid_until=check_valid_until).encode(), fsync=False)
         (base / "state" / "status").touch()
         stamp = base / "updated"
         lists = _index_files(base, mirror, suite, arch) if stamp.exists() else []

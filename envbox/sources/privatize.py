@@ -93,8 +93,9 @@ def privatize(root: Path, tag: str, *, patchelf: Path, env: Mapping[str, str]) -
     moved = 0
     for libdir in sorted((root / "usr" / "lib").glob("*-linux-gnu*")):
         if libdir.is_dir() and not libdir.is_symlink():
-            moved += _move_tree(libdir, private)
-            libdir.rmdir()
+            moved += _move_tree(libdir, private, keep=KEEP_IN_PLACE)
+            if not any(libdir.iterdir()):
+                libdir.rmdir()
     lib64 = root / "usr" / "lib64"
     if lib64.is_dir() and not lib64.is_symlink():
         for entry in sorted(lib64.iterdir()):
@@ -105,6 +106,7 @@ def privatize(root: Path, tag: str, *, patchelf: Path, env: Mapping[str, str]) -
                 moved += 1
         lib64.rmdir()
     target = f"/usr/lib/envbox/{tag}"
+    _repoint_links(root, private)
     patched = []
     for path in _files(root):
         info = elf_info(path)
@@ -125,9 +127,41 @@ def privatize(root: Path, tag: str, *, patchelf: Path, env: Mapping[str, str]) -
     return Privatized(moved, tuple(patched))
 
 
-def _move_tree(src: Path, dst: Path) -> int:
+# Interpreter data under usr/lib/<multiarch>/ found there by a compiled-in path (ruby's
+# rbconfig.rb and extension modules): left in place. Nothing in them is a library another
+# program links to; the modules are loaded by the layer's own (private, DT_RPATH) interpreter.
+KEEP_IN_PLACE = ("ruby",)
+
+
+def _repoint_links(root: Path, private: Path) -> None:
+    """Links elsewhere in the layer into usr/lib/<multiarch>/ (e.g. gcc's libstdc++.so ->
+    ../../../x86_64-linux-gnu/libstdc++.so.6) follow the library into the private dir; left
+    dangling they would fall through to the host's older copy."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if here == private or here.is_relative_to(private):
+            continue
+        for name in dirnames + filenames:
+            link = here / name
+            if not link.is_symlink():
+                continue
+            dest = Path(os.path.normpath(os.path.join(here, os.readlink(link))))
+            if not dest.is_relative_to(root):
+                continue
+            rel = dest.relative_to(root)
+            if len(rel.parts) != 4 or rel.parts[:2] != ("usr", "lib") or "-linux-gnu" not in rel.parts[2]:
+                continue
+            moved = private / rel.parts[3]
+            if os.path.lexists(moved):
+                link.unlink()
+                link.symlink_to(os.path.relpath(moved, here))
+
+
+def _move_tree(src: Path, dst: Path, keep: tuple[str, ...] = ()) -> int:
     count = 0
     for entry in sorted(src.iterdir()):
+        if entry.name in keep and entry.is_dir() and not entry.is_symlink():
+            continue
         to = dst / entry.name
         if entry.is_dir() and not entry.is_symlink() and to.is_dir():
             count += _move_tree(entry, to)

@@ -32,6 +32,8 @@ def recipe_for(item: Resolved, paths: Paths, pins: dict[str, str], progress: Cal
         module = sources.kinds()[release.kind]
         ctx = BuildContext(root=root, work=work, downloads=paths.downloads, pins=pins, progress=progress, helper_env=dict(HELPER_ENV))
         artifacts = tuple(module.build(release.source, ctx))
+        for extra in release.sources[1:]:  # a part's further sources (e.g. pip's wheels), same layer
+            artifacts += tuple(sources.kinds()[extra["kind"]].build(extra, ctx))
         if release.post_steps:
             from envbox.store import postbuild
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from envbox import helper
 from envbox.core import sandboxargs
-from envbox.core.catalog import PYTHON_NAME, check_steps
+from envbox.core.catalog import GCC_RUNTIME, PYTHON_NAME, check_steps
 from envbox.core.errors import BuildError
 
 if TYPE_CHECKING:
@@ -33,7 +33,97 @@ def run_steps(steps: Sequence[Any], root: Path, ctx: BuildContext) -> None:
     for step in steps:
         (kind, arg), = step.items()
         ctx.progress(f"post: {kind} {arg}")
-        pycompile(root, arg, env=ctx.helper_env)
+        if kind == "pycompile":
+            pycompile(root, arg, env=ctx.helper_env)
+        elif kind == "python-site":
+            python_site(root, arg)
+        elif kind == "gcc-private-runtime":
+            gcc_private_runtime(root, *re.fullmatch(GCC_RUNTIME, arg).groups())
+        else:
+            python_host_site(root, arg)
+
+
+# ---- which packages a layer's Python sees -----------------------------------------------------
+
+# Debian's site.py adds /usr/lib/python3/dist-packages to every python3.X: the host's packages,
+# built for the host's Python. In a layer it becomes /usr/lib/python3.X/dist-packages, which
+# Debian's site.py also searches (its "deprecated" per-version dir), so the layer's python sees
+# its own packages (and user/local site dirs), not the host's.
+_SITE_SHARED_RE = re.compile(r'os\.path\.join\(prefix, "lib",\s*"python3",\s*"dist-packages"\)')
+HOST_SITE_PTH = "envbox-host-site.pth"
+
+
+def python_site(root: Path, interpreter: str) -> None:
+    """Point the layer's python3.X at its own dist-packages instead of the shared python3 one,
+    and move what the layer's packages put in usr/lib/python3/dist-packages there."""
+    root = Path(root)
+    site = root / "usr" / "lib" / interpreter / "site.py"
+    own = root / "usr" / "lib" / interpreter / "dist-packages"
+    try:
+        text = site.read_text()
+    except OSError:
+        raise BuildError(f"python-site: the layer has no usr/lib/{interpreter}/site.py", "check the release's packages") from None
+    new, count = _SITE_SHARED_RE.subn(f'os.path.join(prefix, "lib", "{interpreter}", "dist-packages")', text)
+    if count != 1:
+        raise BuildError(f"python-site: {interpreter}'s site.py does not add /usr/lib/python3/dist-packages the way Debian's does", "drop the python-site step for this release")
+    mode = site.stat().st_mode
+    site.write_text(new)
+    site.chmod(mode)
+    shared = root / "usr" / "lib" / "python3" / "dist-packages"
+    own.mkdir(exist_ok=True)
+    if shared.is_dir() and not shared.is_symlink():
+        _merge_into(shared, own)
+        shared.rmdir()
+        if not any(shared.parent.iterdir()):
+            shared.parent.rmdir()
+
+
+def _merge_into(src: Path, dst: Path) -> None:
+    """Move src's entries into dst, merging directories; a name in both is an error."""
+    for entry in sorted(src.iterdir()):
+        to = dst / entry.name
+        if entry.is_dir() and not entry.is_symlink() and to.is_dir() and not to.is_symlink():
+            _merge_into(entry, to)
+            entry.rmdir()
+        elif os.path.lexists(to):
+            raise BuildError(f"python-site: {to.name} is in both usr/lib/python3 and the versioned dist-packages", "report this release's package list")
+        else:
+            os.rename(entry, to)
+
+
+def gcc_private_runtime(root: Path, major: str, tag: str) -> None:
+    """Programs a newer suite's GCC builds need its newer runtime (libstdc++ 13+ initialises
+    std::cout itself; it needs GLIBC 2.38), which a private layer keeps in usr/lib/envbox/TAG.
+    A `specs` file in GCC's libdir (read at every start) makes them use it: that dir's loader
+    and a DT_RPATH to it (RPATH, not RUNPATH: libstdc++'s own libc.so.6 must come from there too).
+    Such programs run where the layer is mounted, i.e. in launches of the profile."""
+    libdir = Path(root) / "usr" / "lib" / "gcc" / "x86_64-linux-gnu" / major
+    private = f"/usr/lib/envbox/{tag}"
+    if not libdir.is_dir() or not (Path(root) / private.lstrip("/") / "ld-linux-x86-64.so.2").exists():
+        raise BuildError(f"gcc-private-runtime: the layer has no usr/lib/gcc/x86_64-linux-gnu/{major} or no private {tag} loader", "use it with `private:` and gcc-N packages")
+    # libc.so/libm.so link scripts in the private dir (found first through -L) so programs link
+    # against the private libc that libstdc++ 14 needs; the host's libc_nonshared.a and crt
+    # files are compatible with the newer libc.
+    lib = Path(root) / private.lstrip("/")
+    (lib / "libc.so").write_text(
+        f"GROUP ( {private}/libc.so.6 /usr/lib/x86_64-linux-gnu/libc_nonshared.a AS_NEEDED ( {private}/ld-linux-x86-64.so.2 ) )\n"
+    )
+    (lib / "libm.so").write_text(f"GROUP ( {private}/libm.so.6 AS_NEEDED ( {private}/libmvec.so.1 ) )\n")
+    dynamic = "%{!static:%{!static-pie:"
+    (libdir / "specs").write_text(
+        f"*link:\n+ {dynamic}--dynamic-linker={private}/ld-linux-x86-64.so.2 -L{private} -rpath={private} --disable-new-dtags}}}}\n\n"
+        # g++ leaves libgcc_s to libstdc++'s DT_NEEDED, which --no-copy-dt-needed-entries refuses
+        # once both come from the private dir.
+        f"*lib:\n+ {dynamic}-lgcc_s}}}}\n\n"
+    )
+
+
+def python_host_site(root: Path, interpreter: str) -> None:
+    """The profile asked for the host's packages too: a .pth adds /usr/lib/python3/dist-packages
+    (with its own .pth files) after the layer's own."""
+    own = Path(root) / "usr" / "lib" / interpreter / "dist-packages"
+    own.mkdir(parents=True, exist_ok=True)
+    (own / HOST_SITE_PTH).write_text('import site; site.addsitedir("/usr/lib/python3/dist-packages")\n')
 
 
 # ---- running the layer's own programs -------------------------------------------------------
@@ -140,6 +230,10 @@ for rel in sys.argv[1:]:
     try:
         py_compile.compile(os.path.join({real!r}, rel), dfile=os.path.join({shown!r}, rel), doraise=True)
     except py_compile.PyCompileError as exc:
+        # Wheels for 2.7 carry modules only imported on Python 3 (importlib_resources/_py3.py);
+        # pip skips what does not compile there too. The stdlib must compile.
+        if rel.startswith("dist-packages/"):
+            continue
         failed += 1
         sys.stdout.write(exc.msg + "\\n")
 sys.exit(1 if failed else 0)

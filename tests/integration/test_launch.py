@@ -74,6 +74,25 @@ def test_env_is_built_explicitly(env):
     assert "LD_PRELOAD" not in got and "PYTHONPATH" not in got and "SECRET_TOKEN" not in got
 
 
+def test_user_scripts_on_the_callers_path_are_found_after_the_standard_dirs(env):
+    """`pip install --user` puts scripts in ~/.local/bin: the app finds them by name, while a
+    shim earlier in the caller's PATH never beats /usr/bin; a profile's PATH is taken as is."""
+    bin_dir, shims = env.home / ".local/bin", env.home / "shims"
+    for d, name in ((bin_dir, "mytool"), (shims, "sh")):
+        d.mkdir(parents=True)
+        (d / name).write_text("#!/bin/sh\necho from-" + d.name + "\n")
+        (d / name).chmod(0o755)
+    env.give(env.home)
+    env.write_profile("paths", "command: [sh, -c, 'mytool; command -v sh; echo $PATH']\n")
+    caller = {"PATH": f"{shims}:/usr/bin:/bin:{bin_dir}:.", "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt", "https_proxy": "http://p:1"}
+    result = env.envbox("launch", "paths", env=caller)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["from-bin", "/usr/bin/sh", f"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:{shims}:{bin_dir}"]
+    env.write_profile("paths", "command: [sh, -c, 'echo $PATH $SSL_CERT_FILE $https_proxy']\nenv: {PATH: /usr/bin:/bin}\n")
+    result = env.envbox("launch", "paths", env=caller)
+    assert result.stdout.split() == ["/usr/bin:/bin", "/etc/ssl/certs/ca-certificates.crt", "http://p:1"]
+
+
 def test_app_runs_as_the_caller_with_no_new_privs(env):
     env.write_profile("ids", "command: [sh, -c, 'id -u; grep NoNewPrivs /proc/self/status']\n")
     result = env.envbox("launch", "ids")

@@ -53,7 +53,8 @@ def test_python_313_private_libs_keep_host_programs_working(env):
     env.write_profile("py313", "command: [sh, -c]\ntools:\n  python: \"3.13\"\n")
     script = (
         f"/usr/bin/python -c '{PROBE}; print(ssl.OPENSSL_VERSION)' && ssh -V 2>&1 && /bin/sh -c true "
-        "&& apt-get --version | head -1 && /usr/bin/python3 -c 'import ssl; print(ssl.OPENSSL_VERSION)'"
+        "&& apt-get --version | head -1 && /usr/bin/python3.11 -c 'import ssl; print(ssl.OPENSSL_VERSION)'"
+        " && python3 --version"
     )
     result = env.envbox("launch", "py313", "--", script, timeout=600)
     assert result.returncode == 0, result.stderr
@@ -62,7 +63,8 @@ def test_python_313_private_libs_keep_host_programs_working(env):
     assert lines[1].startswith("OpenSSL 3.5")
     assert lines[2].startswith("OpenSSH") and "OpenSSL 3.0" in lines[2]
     assert lines[3].startswith("apt ")
-    assert lines[4].startswith("OpenSSL 3.0"), "host python3 keeps the host's OpenSSL"
+    assert lines[4].startswith("OpenSSL 3.0"), "host python3.11 keeps the host's OpenSSL"
+    assert lines[5].startswith("Python 3.13."), "a 3.x release provides /usr/bin/python3"
 
 
 def test_second_launch_downloads_and_extracts_nothing(root_env):
