@@ -212,3 +212,43 @@ def test_catalog_parts_are_validated(tmp_path):
     with pytest.raises(CatalogError) as exc:
         load_catalog((bad,), checks())
     assert "packages and skip are for deb sources" in exc.value.message
+
+
+# ---- privatize: what moves, what stays, links that follow ------------------------------------
+
+
+def test_privatize_moves_libraries_keeps_ruby_and_repoints_links(tmp_path):
+    import os
+
+    from envbox.sources import privatize
+
+    multi = tmp_path / "usr/lib/x86_64-linux-gnu"
+    (multi / "ruby/3.3.0").mkdir(parents=True)
+    (multi / "ruby/3.3.0/rbconfig.rb").write_text("x")
+    (multi / "libstdc++.so.6").write_text("lib")
+    gcc = tmp_path / "usr/lib/gcc/x86_64-linux-gnu/14"
+    gcc.mkdir(parents=True)
+    os.symlink("../../../x86_64-linux-gnu/libstdc++.so.6", gcc / "libstdc++.so")
+    os.symlink("../../../x86_64-linux-gnu/libnothere.so.1", gcc / "libother.so")
+    private = tmp_path / "usr/lib/envbox/trixie"
+    private.mkdir(parents=True)
+    privatize._move_tree(multi, private, keep=privatize.KEEP_IN_PLACE)
+    privatize._repoint_links(tmp_path, private)
+    assert (multi / "ruby/3.3.0/rbconfig.rb").is_file() and not (private / "ruby").exists()
+    assert (private / "libstdc++.so.6").read_text() == "lib"
+    assert os.readlink(gcc / "libstdc++.so") == "../../../envbox/trixie/libstdc++.so.6"
+    assert (gcc / "libstdc++.so").read_text() == "lib"
+    assert os.readlink(gcc / "libother.so") == "../../../x86_64-linux-gnu/libnothere.so.1"  # not moved: left alone
+
+
+def test_gcc_private_runtime_writes_specs_and_link_scripts(tmp_path):
+    gcc = tmp_path / "usr/lib/gcc/x86_64-linux-gnu/14"
+    gcc.mkdir(parents=True)
+    private = tmp_path / "usr/lib/envbox/trixie"
+    private.mkdir(parents=True)
+    (private / "ld-linux-x86-64.so.2").write_text("")
+    postbuild.gcc_private_runtime(tmp_path, "14", "trixie")
+    specs = (gcc / "specs").read_text()
+    assert "--dynamic-linker=/usr/lib/envbox/trixie/ld-linux-x86-64.so.2" in specs and "--disable-new-dtags" in specs
+    assert "*lib:\n+ %{!static:%{!static-pie:-lgcc_s}}" in specs
+    assert "/usr/lib/envbox/trixie/libc.so.6" in (private / "libc.so").read_text()

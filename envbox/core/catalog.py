@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -13,7 +13,6 @@ from envbox.core.errors import CatalogError
 
 CATALOG_KEYS = ("tool", "releases")
 RELEASE_KEYS = ("version", "source", "links", "post", "env", "description", "parts", "writable_prefix")
-PART_KEYS = ("default", "description", "packages", "skip", "links", "post", "sources", "env")
 # Bump when the way a recipe becomes a layer changes, so old layers are not reused.
 LAYER_FORMAT = 1
 
@@ -46,36 +45,10 @@ class Release:
         return tuple(sorted(n for n, p in self.part_specs.items() if p.get("default")))
 
     def select(self, with_parts: tuple[str, ...] = (), without: tuple[str, ...] = ()) -> "Release":
-        """This release with its default parts, plus with_parts, minus without, merged into
-        one recipe (a deb part's packages join the same closure; its links, post steps, env
-        and further sources are added). Pure; raises CatalogError naming an unknown part."""
-        specs = self.part_specs
-        for name in (*with_parts, *without):
-            if name not in specs:
-                known = ", ".join(sorted(specs)) or "none"
-                raise CatalogError(f"{self.tool} {self.version} has no part {name!r} (parts: {known})", f"run 'envbox catalog {self.tool}' to see each release's parts")
-        chosen = tuple(sorted((set(self.default_parts()) | set(with_parts)) - set(without)))
-        if not chosen:
-            return self
-        source, links, post, env, extra = dict(self.source), dict(self.links), [], dict(self.env), json.loads(self.extra_sources)
-        for name in chosen:
-            part = specs[name]
-            for key in ("packages", "skip"):
-                if part.get(key):
-                    source[key] = list(dict.fromkeys([*source.get(key, []), *part[key]]))
-            links.update(part.get("links", {}))
-            post += [s for s in part.get("post", []) if s not in post]
-            env.update(part.get("env", {}))
-            extra += [s for s in part.get("sources", []) if s not in extra]
-        return replace(
-            self,
-            source_json=json.dumps(source, sort_keys=True),
-            links=tuple(sorted(links.items())),
-            post=json.dumps(post + [s for s in self.post_steps if s not in post], sort_keys=True),
-            env=tuple(sorted(env.items())),
-            chosen=chosen,
-            extra_sources=json.dumps(extra, sort_keys=True),
-        )
+        """This release with its default parts, plus with_parts, minus without (core/parts.py)."""
+        from envbox.core.parts import select
+
+        return select(self, with_parts, without)
 
     @property
     def source(self) -> dict:
@@ -228,7 +201,10 @@ def _read_release(tool: str, item: Any, fail, source_checks: Mapping[str, Any], 
         check_steps(post)
     except ValueError as exc:
         raise fail(item.key_lines.get("post", line), f"{tool} {version}: {exc}") from None
-    parts = _read_parts(item.get("parts") or {}, source, fail, item.key_lines.get("parts", line), source_checks, f"{tool} {version}")
+    from envbox.core.parts import read_parts
+
+    parts = read_parts(item.get("parts") or {}, source, fail, item.key_lines.get("parts", line), source_checks, f"{tool} {version}",
+                       check_steps=check_steps, links=_links, env=_env)
     prefix = item.get("writable_prefix", "")
     if not isinstance(prefix, str) or (prefix and not _ENV_NAME_RE.fullmatch(prefix)):
         raise fail(item.key_lines.get("writable_prefix", line), f"writable_prefix must name an environment variable such as npm_config_prefix, not {prefix!r}")
@@ -247,47 +223,6 @@ def _read_release(tool: str, item: Any, fail, source_checks: Mapping[str, Any], 
 
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _read_parts(parts: Any, source: dict, fail, line: int, source_checks: Mapping[str, Any], what: str) -> dict:
-    """Validate `parts:` (name -> {default, packages, skip, links, post, sources, env}). Pure."""
-    if not isinstance(parts, dict):
-        raise fail(line, f"{what}: parts must map part names to mappings")
-    out = {}
-    for name, part in parts.items():
-        at = parts.key_lines.get(name, line) if hasattr(parts, "key_lines") else line
-        try:
-            fields.name(name, "part name")
-        except ValueError as exc:
-            raise fail(at, f"{what}: {exc}") from None
-        if not isinstance(part, dict):
-            raise fail(at, f"{what}: part {name} must map to its keys, not {fields.kind_of(part)}")
-        for key in part:
-            if key not in PART_KEYS:
-                raise fail(at, f"{what}: unknown key {key!r} in part {name} (valid: {', '.join(PART_KEYS)})")
-        if not isinstance(part.get("default", False), bool):
-            raise fail(at, f"{what}: parts.{name}.default must be true or false")
-        if ("packages" in part or "skip" in part) and source.get("kind") != "deb":
-            raise fail(at, f"{what}: parts.{name}: packages and skip are for deb sources")
-        try:
-            for key in ("packages", "skip"):
-                if key in part:
-                    source_checks["deb"]({"kind": "deb", "suite": source.get("suite"), "packages": ["x"], key: part[key]} if key == "skip" else {"kind": "deb", "suite": source.get("suite"), "packages": part[key]})
-            check_steps(part.get("post", []))
-            sources = part.get("sources", [])
-            if not isinstance(sources, list):
-                raise ValueError("sources must be a list of source mappings")
-            for extra in sources:
-                if not isinstance(extra, dict) or extra.get("kind") not in source_checks:
-                    raise ValueError(f"each source needs kind: one of {', '.join(sorted(source_checks))}")
-                source_checks[extra["kind"]](extra)
-        except ValueError as exc:
-            raise fail(at, f"{what}: parts.{name}: {exc}") from None
-        # The same rules as a release's own links and env (and a profile's env).
-        links = _links(part, fail, at)
-        env = _env(part, fail, at)
-        out[name] = {**{k: v for k, v in part.items() if k not in ("links", "env")}, "links": dict(links), "env": dict(env)}
-    return out
 
 
 _VERSION_RE = re.compile(r"[0-9]+(\.[0-9]+)*([a-z0-9.+-]*)")
