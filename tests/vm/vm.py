@@ -208,6 +208,7 @@ class Result:
     timed_out: bool = False
     serial_tail: str = ""
     run_dir: str = ""
+    files: dict = field(default_factory=dict)  # io/*.xml the command left (e.g. pytest's junit)
 
     def describe(self) -> str:
         f = self.facts
@@ -299,8 +300,9 @@ def run(suite: str, argv: list[str], *, user: bool = False, timeout: float = 180
         err = (tmp / "qemu.stderr").read_text(errors="replace").strip()
         if err:
             tail += "\nqemu: " + err
-    result = Result(suite, "user" if user else "root", rc, output, accel, accel_why, facts, boot, total, timed_out, tail, str(tmp))
-    if not keep and rc_file.exists() and not timed_out:
+    files = {p.name: p.read_text(errors="replace") for p in io.glob("*.xml")}
+    result = Result(suite, "user" if user else "root", rc, output, accel, accel_why, facts, boot, total, timed_out, tail, str(tmp), files)
+    if not keep and rc == 0:
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         overlay.unlink(missing_ok=True)  # keep the logs of a failed or hung run, not the disk

@@ -218,7 +218,7 @@ def dir_tools(world, n: int, *, pad: int = 0) -> str:
 
 def overlay_calls(world, *args) -> tuple[subprocess.CompletedProcess, str]:
     trace = world.path / "trace"
-    env_args = ["strace", "-f", "-qq", "-e", "trace=fsconfig,mount", "-o", str(trace)]
+    env_args = ["strace", "-f", "-qq", "-s", "8192", "-e", "trace=fsconfig,mount", "-o", str(trace)]
     result = subprocess.run([*env_args, ENVBOX, *args], capture_output=True, text=True, timeout=180,
                             env={**os.environ, "XDG_CONFIG_HOME": str(world.path / "config"), "XDG_DATA_HOME": str(world.path / "data"),
                                  "XDG_CACHE_HOME": str(world.path / "cache"), "ENVBOX_SYSTEM_DIR": str(world.path / "etc")})
@@ -248,6 +248,16 @@ def test_hundred_layers(world):
     result = world.envbox("launch", "hundred", "--", "tool0; tool99", timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["tool0", "tool99"]
+
+
+def test_hundred_store_layers(world):
+    """100 layers from the store (host links: one small layer each, named by its digest), the
+    paths a catalog profile's layers have; each lowerdir is ~100 bytes here."""
+    tools = "\n".join(f"  tool{i}: {{host: /usr/bin/true}}" for i in range(100))
+    world.profile("hundred-store", "command: [sh, -c]\ntools:\n" + tools + "\n")
+    result = world.envbox("launch", "hundred-store", "--", "tool0 && tool99 && echo both", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["both"]
 
 
 def test_option_string_that_would_be_cut_is_refused_on_old_kernels(world):

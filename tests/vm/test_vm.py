@@ -1,0 +1,149 @@
+"""The VM stage: stock Debian guests under QEMU run what this host cannot show.
+
+Each test boots a fresh guest (tests/vm/vm.py) and runs pytest inside it: the project's own
+suite as root (root and rootless cases, on the guest's kernel and cgroup2), and
+tests/vm/guest_tests as root under systemd's system manager, as envboxtest in a real login
+session under its user manager, and as root on a guest booted without systemd (cgroup2 that
+envbox manages directly). A failing guest test fails the host test, naming it.
+
+CI runs the `ci` selection (about 25 minutes on 2 cores with TCG, images included); `tests/run
+--vm-full` (ENVBOX_VM_FULL=1) adds the network cases inside the guests (a catalog release built
+from bullseye) and the cases below marked full.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+from conftest import need
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import vm  # noqa: E402
+
+pytestmark = pytest.mark.vm
+FULL = os.environ.get("ENVBOX_VM_FULL") == "1"
+SUITES = [s for s in os.environ.get("ENVBOX_VM_SUITES", "bookworm trixie").split() if s in vm.SUITES]
+KERNELS = {"bookworm": "6.1.", "trixie": "6.12."}
+MARK = "not vm" if FULL else "not network and not vm"
+INSTALL = "tests/run --install-only"
+GUEST_PYTEST = "/opt/envbox-test/bin/python -m pytest -p no:cacheprovider -q -rs --junitxml=/mnt/io/junit.xml"
+full = pytest.mark.skipif(not FULL, reason="part of tests/run --vm-full, not CI")
+
+
+def boot(suite: str, cmd: str, **kw) -> vm.Result:
+    if os.environ.get("ENVBOX_IN_VM"):
+        pytest.skip("inside a tests/vm guest: guests do not boot guests")
+    why = vm.why_cannot_boot()
+    if why is None and not (vm.image_dir(suite) / "ready").exists():
+        why = vm.why_cannot_build()
+    need(why is None, f"this machine cannot boot a VM: {why}")
+    kw.setdefault("timeout", 1800)
+    try:
+        result = vm.run(suite, [cmd], stream=sys.stdout, **kw)
+    except vm.VMError as exc:
+        need(False, f"this machine cannot boot a VM: {exc}")
+    boot_s = f"{result.boot_seconds:.1f} s" if result.boot_seconds is not None else "never"
+    print(f"\nenvbox-vm: {result.describe()}; booted in {boot_s}; exit {result.returncode} after {result.total_seconds:.0f} s")
+    assert not result.timed_out, f"the guest hung; serial console:\n{result.serial_tail}"
+    assert result.facts, f"the guest never ran the command; serial console:\n{result.serial_tail}"
+    assert result.facts["kernel"].startswith(KERNELS[suite]), result.facts
+    return result
+
+
+def junit(result: vm.Result) -> dict[str, tuple[str, str]]:
+    """{test id: (outcome, message)} from the guest's pytest."""
+    text = result.files.get("junit.xml")
+    assert text, f"the guest's pytest wrote no report (exit {result.returncode}):\n{result.output[-3000:]}"
+    out = {}
+    for case in ET.fromstring(text).iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        outcome, message = "passed", ""
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome, message = child.tag, (child.get("message") or "")[:1500]
+        out[name] = outcome, message
+    return out
+
+
+def assert_green(result: vm.Result, *, must_run: tuple[str, ...] = ()) -> dict:
+    cases = junit(result)
+    bad = {k: v for k, v in cases.items() if v[0] in ("failure", "error")}
+    assert not bad, f"{len(bad)} of {len(cases)} guest tests failed on {result.describe()}:\n" + "\n".join(
+        f"  {k}: {v[1]}" for k, v in bad.items())
+    assert result.returncode == 0, result.output[-3000:]
+    for name in must_run:
+        ran = [k for k, v in cases.items() if name in k and v[0] == "passed"]
+        assert ran, f"{name} did not run in the guest: " + str({k: v for k, v in cases.items() if name in k})
+    return cases
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_project_suite_as_root_and_rootless(suite):
+    """The whole suite in the guest (its root and rootless cases) plus the guest tests as root
+    under systemd's system manager: scopes in envbox.slice, OOM, pids, cpu, the overlay mount
+    path the kernel takes, 100 layers, user namespaces switched off."""
+    result = boot(suite, f"tests/run -q -m '{MARK}' --junitxml=/mnt/io/junit.xml")
+    assert result.facts["init"] == "systemd" and result.facts["cgroup"] == "cgroup2fs", result.facts
+    assert_green(result, must_run=("test_memory_cap_kills_and_is_reported_with_137", "test_limits_are_in_the_apps_own_cgroup",
+                                   "test_overlay_mount_path_is_the_kernels_own", "test_hundred_layers",
+                                   "test_two_profiles_see_different_python_at_the_same_time"))
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_user_manager_in_a_login_session(suite):
+    """envboxtest in a logind session: limits become a scope in envbox.slice under
+    user@1000.service, read back, OOM reported with 137, nothing left afterwards."""
+    cmd = ("echo XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR DBUS_SESSION_BUS_ADDRESS=$DBUS_SESSION_BUS_ADDRESS; "
+           "grep '^0::' /proc/self/cgroup; "
+           f"{GUEST_PYTEST} tests/vm/guest_tests")
+    result = boot(suite, cmd, user=True, prepare=INSTALL)
+    assert "XDG_RUNTIME_DIR=/run/user/1000 DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1000/bus" in result.output
+    assert "/user.slice/user-1000.slice/session-" in result.output, "the command did not run in a login session"
+    assert_green(result, must_run=("test_memory_cap_kills_and_is_reported_with_137", "test_limits_are_in_the_apps_own_cgroup",
+                                   "test_hundred_layers", "test_no_envbox_units_remain"))
+
+
+@pytest.mark.parametrize("suite", SUITES[:1] if not FULL else SUITES)
+def test_cgroup2_without_systemd_as_root(suite):
+    """No manager owns the tree (init= a shell script; cgroup2 with memory, pids and cpu
+    enabled in the root): envbox makes its own subtree, clones the init into its cgroup and
+    counts OOM kills from memory.events."""
+    cmd = (f"tests/run -q -m 'not network and not vm' --junitxml=/mnt/io/junit.xml tests/vm/guest_tests "
+           "tests/integration/test_cgroups_v1.py tests/integration/test_limits.py tests/integration/test_clone_into_cgroup.py")
+    result = boot(suite, cmd, init="plain")
+    assert result.facts["init"] != "systemd", result.facts
+    assert_green(result, must_run=("test_v2_oom_kills_the_whole_group", "test_v2_fork_loop_stops_at_the_pids_cap",
+                                   "test_memory_cap_kills_and_is_reported_with_137", "test_limits_are_in_the_apps_own_cgroup"))
+
+
+DELEGATE_PIDS_ONLY = (
+    f"{INSTALL}\n"
+    "mkdir -p /etc/systemd/system/user@.service.d\n"
+    "printf '[Service]\\nDelegate=\\nDelegate=pids\\n' > /etc/systemd/system/user@.service.d/pids-only.conf\n"
+    "systemctl daemon-reload\nsystemctl restart user@1000.service\n"
+)
+FAIL_CLOSED = r"""
+set -u
+export XDG_CONFIG_HOME=$(mktemp -d) XDG_DATA_HOME=$(mktemp -d) XDG_CACHE_HOME=$(mktemp -d)
+mkdir -p $XDG_CONFIG_HOME/envbox/profiles
+printf 'command: [sh, -c, "echo ran"]\nlimits: {memory: 64M, pids: 64}\n' > $XDG_CONFIG_HOME/envbox/profiles/capped.yaml
+echo "delegated: $(cat /sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/cgroup.controllers)"
+/opt/envbox-test/bin/envbox launch capped; echo "refused-rc=$?"
+/opt/envbox-test/bin/envbox launch --allow-unenforced capped; echo "override-rc=$?"
+echo "left: $(find /sys/fs/cgroup -name 'envbox-*' | wc -l)"
+"""
+
+
+@pytest.mark.parametrize("suite", SUITES[:1] if not FULL else SUITES)
+def test_user_manager_delegating_only_pids_fails_closed(suite):
+    result = boot(suite, FAIL_CLOSED, user=True, prepare=DELEGATE_PIDS_ONLY)
+    out = result.output
+    assert "delegated: pids" in out and "memory" not in out.split("delegated:")[1].splitlines()[0], out
+    assert "refused-rc=125" in out, out
+    assert "envbox: cannot enforce the limits of capped: memory" in out, out
+    assert "ran\noverride-rc=0" in out and "WITHOUT its limits" in out, out
+    assert "left: 0" in out, out
+    assert "Traceback" not in out, out
