@@ -28,8 +28,6 @@ FULL = os.environ.get("ENVBOX_VM_FULL") == "1"
 SUITES = [s for s in os.environ.get("ENVBOX_VM_SUITES", "bookworm trixie").split() if s in vm.SUITES]
 KERNELS = {"bookworm": "6.1.", "trixie": "6.12."}
 MARK = "not vm" if FULL else "not network and not vm"
-INSTALL = "tests/run --install-only"
-GUEST_PYTEST = "/opt/envbox-test/bin/python -m pytest -p no:cacheprovider -q -rs --junitxml=/mnt/io/junit.xml"
 full = pytest.mark.skipif(not FULL, reason="part of tests/run --vm-full, not CI")
 
 
@@ -80,30 +78,61 @@ def assert_green(result: vm.Result, *, must_run: tuple[str, ...] = ()) -> dict:
     return cases
 
 
+_staged: dict[str, vm.Result] = {}
+
+
+def staged(suite: str) -> vm.Result:
+    """One boot per suite for three tests (an install costs minutes under TCG): the project's
+    suite as root, the guest tests as envboxtest in a login session, the pids-only user manager
+    (tests/vm/guest/stage.sh)."""
+    if suite not in _staged:
+        _staged[suite] = boot(suite, f"tests/vm/guest/stage.sh '{MARK}'", timeout=3000)
+    result = _staged[suite]
+    assert result.facts["init"] == "systemd" and result.facts["cgroup"] == "cgroup2fs", result.facts
+    return result
+
+
+def part(result: vm.Result, name: str) -> vm.Result:
+    """The guest's output and report of one stage.sh part, as a Result of its own."""
+    out = result.output.split(f"=== stage {name}\n", 1)[-1].split("=== stage ", 1)[0]
+    files = {"junit.xml": result.files[f"junit-{name}.xml"]} if f"junit-{name}.xml" in result.files else {}
+    # returncode 0: a part reports through its junit file and marked lines, not an exit status
+    return vm.Result(result.suite, result.mode, 0, out, result.accel, result.accel_why, result.facts,
+                     result.boot_seconds, result.total_seconds, result.timed_out, result.serial_tail, result.run_dir, files)
+
+
 @pytest.mark.parametrize("suite", SUITES)
 def test_project_suite_as_root_and_rootless(suite):
     """The whole suite in the guest (its root and rootless cases) plus the guest tests as root
     under systemd's system manager: scopes in envbox.slice, OOM, pids, cpu, the overlay mount
     path the kernel takes, 100 layers, user namespaces switched off."""
-    result = boot(suite, f"tests/run -q -m '{MARK}' --junitxml=/mnt/io/junit.xml")
-    assert result.facts["init"] == "systemd" and result.facts["cgroup"] == "cgroup2fs", result.facts
-    assert_green(result, must_run=("test_memory_cap_kills_and_is_reported_with_137", "test_limits_are_in_the_apps_own_cgroup",
-                                   "test_overlay_mount_path_is_the_kernels_own", "test_hundred_layers",
-                                   "test_two_profiles_see_different_python_at_the_same_time"))
+    assert_green(part(staged(suite), "root"), must_run=(
+        "test_memory_cap_kills_and_is_reported_with_137", "test_limits_are_in_the_apps_own_cgroup",
+        "test_overlay_mount_path_is_the_kernels_own", "test_hundred_layers",
+        "test_two_profiles_see_different_python_at_the_same_time"))
 
 
 @pytest.mark.parametrize("suite", SUITES)
 def test_user_manager_in_a_login_session(suite):
     """envboxtest in a logind session: limits become a scope in envbox.slice under
     user@1000.service, read back, OOM reported with 137, nothing left afterwards."""
-    cmd = ("echo XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR DBUS_SESSION_BUS_ADDRESS=$DBUS_SESSION_BUS_ADDRESS; "
-           "grep '^0::' /proc/self/cgroup; "
-           f"{GUEST_PYTEST} tests/vm/guest_tests")
-    result = boot(suite, cmd, user=True, prepare=INSTALL)
-    assert "XDG_RUNTIME_DIR=/run/user/1000 DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1000/bus" in result.output
-    assert "/user.slice/user-1000.slice/session-" in result.output, "the command did not run in a login session"
+    result = part(staged(suite), "user")
+    assert "session: /run/user/1000 unix:path=/run/user/1000/bus 0::/user.slice/user-1000.slice/session-" in result.output, result.output
     assert_green(result, must_run=("test_memory_cap_kills_and_is_reported_with_137", "test_limits_are_in_the_apps_own_cgroup",
                                    "test_hundred_layers", "test_no_envbox_units_remain"))
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_user_manager_delegating_only_pids_fails_closed(suite):
+    """user@.service with Delegate=pids only: a memory limit is refused (125, naming memory),
+    runs with the warned override, and leaves no cgroup."""
+    out = part(staged(suite), "pidsonly").output
+    assert "delegated: pids" in out and "memory" not in out.split("delegated:")[1].splitlines()[0], out
+    assert "refused-rc=125" in out, out
+    assert "envbox: cannot enforce the limits of capped: memory" in out, out
+    assert "ran\noverride-rc=0" in out and "WITHOUT its limits" in out, out
+    assert "left: 0" in out, out
+    assert "Traceback" not in out, out
 
 
 @pytest.mark.parametrize("suite", SUITES[:1] if not FULL else SUITES)
@@ -117,33 +146,3 @@ def test_cgroup2_without_systemd_as_root(suite):
     assert result.facts["init"] != "systemd", result.facts
     assert_green(result, must_run=("test_v2_oom_kills_the_whole_group", "test_v2_fork_loop_stops_at_the_pids_cap",
                                    "test_memory_cap_kills_and_is_reported_with_137", "test_limits_are_in_the_apps_own_cgroup"))
-
-
-DELEGATE_PIDS_ONLY = (
-    f"{INSTALL}\n"
-    "mkdir -p /etc/systemd/system/user@.service.d\n"
-    "printf '[Service]\\nDelegate=\\nDelegate=pids\\n' > /etc/systemd/system/user@.service.d/pids-only.conf\n"
-    "systemctl daemon-reload\nsystemctl restart user@1000.service\n"
-)
-FAIL_CLOSED = r"""
-set -u
-export XDG_CONFIG_HOME=$(mktemp -d) XDG_DATA_HOME=$(mktemp -d) XDG_CACHE_HOME=$(mktemp -d)
-mkdir -p $XDG_CONFIG_HOME/envbox/profiles
-printf 'command: [sh, -c, "echo ran"]\nlimits: {memory: 64M, pids: 64}\n' > $XDG_CONFIG_HOME/envbox/profiles/capped.yaml
-echo "delegated: $(cat /sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/cgroup.controllers)"
-/opt/envbox-test/bin/envbox launch capped; echo "refused-rc=$?"
-/opt/envbox-test/bin/envbox launch --allow-unenforced capped; echo "override-rc=$?"
-echo "left: $(find /sys/fs/cgroup -name 'envbox-*' | wc -l)"
-"""
-
-
-@pytest.mark.parametrize("suite", SUITES[:1] if not FULL else SUITES)
-def test_user_manager_delegating_only_pids_fails_closed(suite):
-    result = boot(suite, FAIL_CLOSED, user=True, prepare=DELEGATE_PIDS_ONLY)
-    out = result.output
-    assert "delegated: pids" in out and "memory" not in out.split("delegated:")[1].splitlines()[0], out
-    assert "refused-rc=125" in out, out
-    assert "envbox: cannot enforce the limits of capped: memory" in out, out
-    assert "ran\noverride-rc=0" in out and "WITHOUT its limits" in out, out
-    assert "left: 0" in out, out
-    assert "Traceback" not in out, out
