@@ -5,9 +5,9 @@
 #      logind session; the lingering user@1000.service is its user manager)
 #   3. fail-closed: user@.service delegating only pids; a memory limit must be refused
 # Each part writes /mnt/io/junit-*.xml or marked lines; the host asserts on them.
-#   stage.sh MARK [PARTS...]     PARTS: root user pidsonly (default: all three)
+#   stage.sh MARK 'TEST PATHS' [PARTS...]     PARTS: root user pidsonly (default: all three)
 set -u
-mark=$1; shift
+mark=$1; paths=$2; shift 2
 parts=${*:-root user pidsonly}
 io=/mnt/io
 uid=$(id -u envboxtest)
@@ -16,7 +16,8 @@ for part in $parts; do
     echo "=== stage $part"
     case $part in
     root)
-        tests/run -q -m "$mark" -rs --junitxml=$io/junit-root.xml 2>&1 | tail -n 80
+        # shellcheck disable=SC2086 # paths is a list
+        tests/run -q -m "$mark" -rs --junitxml=$io/junit-root.xml $paths 2>&1 | tail -n 80
         ;;
     user)
         [ -x /opt/envbox-test/bin/python ] || tests/run --install-only
