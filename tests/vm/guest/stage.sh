@@ -24,7 +24,7 @@ for part in $parts; do
         XDG_SESSION_CLASS=user XDG_SESSION_TYPE=tty su -l envboxtest -c "set -a; . /run/envbox-vm.env; set +a
             echo session: \$XDG_RUNTIME_DIR \$DBUS_SESSION_BUS_ADDRESS \$(grep '^0::' /proc/self/cgroup)
             cd /srv/envbox && /opt/envbox-test/bin/python -m pytest -p no:cacheprovider -q -rs tests/vm/guest_tests \
-                --junitxml=$io/junit-user.xml" < /dev/null 2>&1 | tail -n 60
+                --junitxml=$io/junit-user.xml" < /dev/null 2>&1 | tail -n 400
         ;;
     pidsonly)
         [ -x /opt/envbox-test/bin/python ] || tests/run --install-only
@@ -38,7 +38,7 @@ for part in $parts; do
             echo "delegated: $(cat /sys/fs/cgroup/user.slice/user-$(id -u).slice/user@$(id -u).service/cgroup.controllers)"
             /opt/envbox-test/bin/envbox launch capped; echo "refused-rc=$?"
             /opt/envbox-test/bin/envbox launch --allow-unenforced capped; echo "override-rc=$?"
-            echo "left: $(find /sys/fs/cgroup -name "envbox-*" | wc -l)"' < /dev/null 2>&1
+            echo "left: $(find /sys/fs/cgroup -name "envbox-*.scope" | wc -l)"' < /dev/null 2>&1
         rm /etc/systemd/system/user@.service.d/pids-only.conf
         systemctl daemon-reload && systemctl restart user@$uid.service
         ;;

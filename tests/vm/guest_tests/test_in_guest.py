@@ -116,9 +116,16 @@ def test_limits_are_in_the_apps_own_cgroup_and_read_back(capped):
     assert values["memory.max"] == str(64 << 20)
     assert values["pids.max"] == "64"
     assert values["cpu.max"].split()[0] == values["cpu.max"].split()[1], values["cpu.max"]  # one core
-    assert values["memory.oom.group"] == "1", values
     assert result.stderr == ""
     assert launch_cgroups() == before, "the launch left its cgroup behind"
+
+
+def test_memory_oom_group_is_set(capped):
+    """README: on cgroup v2 the app's whole cgroup dies together (memory.oom.group)."""
+    result = capped.envbox("launch", "capped", "--", SHOW_CG)
+    assert result.returncode == 0, result.stderr
+    values = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines()[1:])
+    assert values["memory.oom.group"] == "1", values
 
 
 def test_memory_cap_kills_and_is_reported_with_137(capped):
@@ -132,7 +139,7 @@ def test_memory_cap_kills_and_is_reported_with_137(capped):
 
 def test_under_the_cap_runs_normally(capped):
     result = capped.envbox("launch", "capped", "--", HOG, "16")
-    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "survived", "")
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "survived", ""), result.stderr
 
 
 def test_pids_cap_stops_a_fork_loop(capped):
@@ -198,7 +205,7 @@ def test_ps_shows_the_running_launch(capped):
 def test_no_envbox_units_remain():
     if not SYSTEMD:
         pytest.skip("no systemd manager in this guest")
-    cmd = ["systemctl", "--no-legend", "list-units", "envbox-*"] + ([] if UID == 0 else ["--user"])
+    cmd = ["systemctl", "--no-legend", "list-units", "envbox-*.scope"] + ([] if UID == 0 else ["--user"])
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr
 
