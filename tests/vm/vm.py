@@ -250,7 +250,7 @@ def run(suite: str, argv: list[str], *, user: bool = False, timeout: float = 180
     serial = tmp / "serial.log"
     append = "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1 systemd.show_status=1 mitigations=off"
     if init == "plain":
-        append += " init=/usr/local/sbin/envbox-vm-run"
+        append += " init=/usr/local/sbin/envbox-vm-boot"
     if accel == "kvm":
         machine = ["-accel", "kvm", "-cpu", "host"]
     else:
