@@ -50,15 +50,20 @@ def main() -> int:
                 print(f"warm-up failed: {argv}: {r.stderr.strip()}", file=sys.stderr)
                 return 1
     times: dict[str, list[float]] = {k: [] for k in cmds}
+    failed: dict[str, list[str]] = {k: [] for k in cmds}  # a failed round is counted, not timed
     for _ in range(rounds):
         for name, argv in cmds.items():
             t = time.perf_counter()
-            subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            r = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if r.returncode != 0:
+                failed[name].append(f"exit {r.returncode}: {r.stderr.strip()[:400]}")
+                continue
             times[name].append((time.perf_counter() - t) * 1000)
     result = {"uid": os.getuid(), "rounds": rounds, "kernel": os.uname().release,
               "median_ms": {k: statistics.median(v) for k, v in times.items()},
               "p10_ms": {k: sorted(v)[len(v) // 10] for k, v in times.items()},
-              "p90_ms": {k: sorted(v)[(len(v) * 9) // 10] for k, v in times.items()}}
+              "p90_ms": {k: sorted(v)[(len(v) * 9) // 10] for k, v in times.items()},
+              "failed": {k: v for k, v in failed.items() if v}}
     out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result["median_ms"], indent=1))
     return 0

@@ -56,6 +56,8 @@ def main() -> int:
                   "| command | median | p10 / p90 | × bwrap |", "|---|---:|---:|---:|"]
         for name in names:
             lines.append(f"| `{name}` | {med[name]:.1f} | {data['p10_ms'][name]:.1f} / {data['p90_ms'][name]:.1f} | {med[name] / bw:.2f} |")
+        for name, errors in data.get("failed", {}).items():
+            lines.append(f"\n`{name}` failed in {len(errors)} of {data['rounds']} rounds (not timed); first: `{errors[0]}`")
         lines += ["", f"envbox launch with limits / `systemd-run{' --user' if r.mode == 'user' else ''} --scope` with the same limits: "
                   f"**{med[names[3]] / scope_lim:.2f}**; limits cost envbox {med[names[3]] - med[names[2]]:.1f} ms "
                   f"({med[names[3]] / med[names[2]]:.2f}×).", ""]
