@@ -156,16 +156,24 @@ def test_pids_cap_stops_a_fork_loop(capped):
 
 
 def test_half_a_core(world):
+    """cpu: 0.5 is enforced: the kernel throttles the app (cpu.stat nr_throttled), and it gets
+    clearly less than a whole core. (The exact share is not asserted: under TCG on a busy
+    host the guest's CPU accounting drifts far from 50 %.)"""
     world.profile("half", "command: [/usr/bin/python3, -c]\nlimits: {cpu: 0.5}\n")
-    busy = "import time, os\nend = time.monotonic() + 4\nwhile time.monotonic() < end: pass\nt = os.times(); print(t.user + t.system)"
+    busy = ("import time, os\nend = time.monotonic() + 4\nwhile time.monotonic() < end: pass\nt = os.times()\n"
+            "cg = open('/proc/self/cgroup').read().split('::')[1].strip()\n"
+            "stat = dict(l.split() for l in open('/sys/fs/cgroup' + cg + '/cpu.stat'))\n"
+            "print(t.user + t.system, stat.get('nr_throttled', '0'))")
     result = world.envbox("launch", "half", "--", busy, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert 0.3 <= float(result.stdout) / 4.0 <= 0.7, result.stdout
+    cpu, throttled = result.stdout.split()
+    assert int(throttled) > 0, result.stdout
+    assert float(cpu) / 4.0 < 0.85, result.stdout
 
 
 def test_kill_9_from_outside_is_not_called_oom(capped):
     proc = capped.popen("launch", "capped", "--", "import time; print('up', flush=True); time.sleep(60)", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "up"
+    assert proc.stdout.readline().strip() == "up", proc.communicate(timeout=60)[1]
     pid = proc.pid
     for _ in range(20):  # the app: the deepest process under envbox
         kids = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout.split()
@@ -179,20 +187,21 @@ def test_kill_9_from_outside_is_not_called_oom(capped):
 
 def test_a_killed_envbox_leaves_nothing_after_the_next_launch(capped):
     before = launch_cgroups()
-    proc = capped.popen("launch", "capped", "--", "import time; print('up', flush=True); time.sleep(60)", stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "up"
+    proc = capped.popen("launch", "capped", "--", "import time; print('up', flush=True); time.sleep(60)", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "up", proc.communicate(timeout=60)[1]
     proc.kill()
     proc.wait(timeout=10)
     time.sleep(1)
-    assert capped.envbox("launch", "capped", "--", "pass").returncode == 0
+    again = capped.envbox("launch", "capped", "--", "pass")
+    assert again.returncode == 0, again.stderr
     time.sleep(1)
     assert launch_cgroups() == before, "a killed launch's cgroup outlived the next launch"
 
 
 def test_ps_shows_the_running_launch(capped):
-    proc = capped.popen("launch", "capped", "--", "import time; print('up', flush=True); time.sleep(30)", stdout=subprocess.PIPE, text=True)
+    proc = capped.popen("launch", "capped", "--", "import time; print('up', flush=True); time.sleep(30)", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().strip() == "up"
+        assert proc.stdout.readline().strip() == "up", proc.communicate(timeout=60)[1]
         rows = json.loads(capped.envbox("ps", "--json").stdout)
         mine = [r for r in rows if r["pid"] == proc.pid]
         assert len(mine) == 1, rows
