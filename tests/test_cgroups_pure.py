@@ -668,3 +668,30 @@ def test_systemd_ignoring_a_property_is_caught(tmp_path):
     subprocess.run([str(tmp_path / "bin" / "systemd-run"), *cg.argv_prefix()[1:], "true"], env=env, check=True, timeout=30)
     problems = cg.verify(LIMITS)
     assert len(problems) == 1 and problems[0].startswith("memory: ") and "holds 'max'" in problems[0]
+
+
+class _SettlingCgroup:
+    """A scope whose limits the manager writes only after the directory exists (tests/vm
+    defect D1): verify() reports 'max' for the first reads."""
+
+    def __init__(self, path, late_reads: int):
+        self.paths = (str(path),)
+        self.reads = 0
+        self.late_reads = late_reads
+
+    def verify(self, limits):
+        self.reads += 1
+        return ("memory: memory.max holds 'max', not '67108864'",) if self.reads <= self.late_reads else ()
+
+
+def test_systemd_scope_limits_are_read_again_until_the_manager_wrote_them(tmp_path):
+    from types import SimpleNamespace
+
+    from envbox.runtime import supervisor
+
+    spec = SimpleNamespace(limits={"memory": 64 << 20})
+    late = _SettlingCgroup(tmp_path, late_reads=3)
+    assert supervisor._verify_started(late, spec, settle=2.0) == []
+    assert late.reads == 4
+    never = _SettlingCgroup(tmp_path, late_reads=10**9)  # a property the manager dropped
+    assert supervisor._verify_started(never, spec, settle=0.1) == ["memory: memory.max holds 'max', not '67108864'"]

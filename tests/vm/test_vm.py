@@ -101,8 +101,6 @@ def junit(result: vm.Result) -> dict[str, tuple[str, str]]:
 # ENVBOX_VM_STRICT=1 (set by --vm-full) they fail. Each entry: (suite or "", test id part,
 # message pattern, what it is). Remove an entry with the fix that closes it.
 KNOWN = [
-    ("", "", r"holds 'max', not '\d+'|holds 'max \d+', not",
-     "D1: systemd scope limits read back before the manager applied them (launch refused, 125)"),
     ("", "test_memory_oom_group_is_set", r"",
      "D2: systemd scopes get memory.oom.group 0: an OOM kill takes one process, not the app"),
     ("bookworm", "test_hundred_store_layers", r"mount\(2\) takes at most 4095",
