@@ -89,3 +89,28 @@ def test_render_adds_the_filter_always_and_the_confinement_on_request():
         assert option in confined
     assert confined[confined.index("--bind") + 1 : confined.index("--bind") + 3] == ["/l", "/tmp/l"]
     assert confined[confined.index("--drop-to") + 1 : confined.index("--drop-to") + 3] == ["65534", "65534"]
+
+
+@pytest.mark.parametrize(
+    "err,values,expect",
+    [
+        (1, {"kernel.unprivileged_userns_clone": "0"}, "kernel.unprivileged_userns_clone = 0"),
+        (28, {"kernel.unprivileged_userns_clone": "1", "user.max_user_namespaces": "0"}, "user.max_user_namespaces = 0"),
+        (1, {"kernel.apparmor_restrict_unprivileged_userns": "1"}, "apparmor_restrict_unprivileged_userns = 1"),
+        (28, {"user.max_user_namespaces": "15000"}, "per-user limit"),
+        (1, {"kernel.unprivileged_userns_clone": "1", "user.max_user_namespaces": "15000"}, None),  # some other EPERM
+        (22, {"kernel.unprivileged_userns_clone": "0"}, None),  # EINVAL: not this cause
+    ],
+)
+def test_switched_off_user_namespaces_are_named_with_the_knob(err, values, expect):
+    """tests/vm defect D4: with user namespaces switched off, a rootless launch said only
+    'unshare: Operation not permitted'; it must say why and how to enable them."""
+    from envbox.runtime.sandbox import userns_off_reason
+
+    got = userns_off_reason(err, values.get)
+    if expect is None:
+        assert got is None
+    else:
+        first, hint = got.split("\n")
+        assert expect in first and first.startswith("cannot create a user namespace")
+        assert hint.startswith("hint: ") and "sysctl" in hint

@@ -61,7 +61,8 @@ def check_namespaces(userns: bool) -> Check:
     if ok:
         return Check(name, "PASS", "can unshare" + (" a user + mount namespace" if userns else " a mount namespace"))
     hint = "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces)" if userns else "run as root, or where mount namespaces are allowed"
-    return Check(name, "FAIL", msg, hint)
+    msg, _, own_hint = msg.partition("\nhint: ")  # the sandbox names the knob that is off, as a launch does
+    return Check(name, "FAIL", msg, own_hint or hint)
 
 
 def check_overlay(userns: bool) -> Check:

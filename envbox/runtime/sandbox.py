@@ -229,6 +229,39 @@ class JoinCgroup:
             os.close(fd)
 
 
+# Knobs that switch unprivileged user namespaces off: Debian's own patch (kernels before 6.x
+# Debian builds keep it; 0 = off), the upstream per-user count, and Ubuntu's AppArmor switch.
+USERNS_KNOBS = (
+    ("kernel.unprivileged_userns_clone", "0", "sysctl -w kernel.unprivileged_userns_clone=1"),
+    ("user.max_user_namespaces", "0", "sysctl -w user.max_user_namespaces=15000"),
+    ("kernel.apparmor_restrict_unprivileged_userns", "1", "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"),
+)
+
+
+def _read_sysctl(name: str) -> str | None:
+    try:
+        with open("/proc/sys/" + name.replace(".", "/")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def userns_off_reason(err: int, read_sysctl) -> str | None:
+    """One line (and a hint) when unshare(CLONE_NEWUSER) failed because the machine switched
+    unprivileged user namespaces off, naming the knob; None for any other failure. Pure but
+    for read_sysctl (name -> value or None)."""
+    if err not in (errno.EPERM, errno.ENOSPC, errno.EACCES):
+        return None
+    for knob, off, fix in USERNS_KNOBS:
+        if read_sysctl(knob) == off:
+            return (f"cannot create a user namespace: unprivileged user namespaces are switched off on this machine ({knob} = {off})\n"
+                    f"hint: an administrator can enable them ({fix}, and in /etc/sysctl.d to keep it), or run envbox as root")
+    if err == errno.ENOSPC:
+        return ("cannot create a user namespace: the per-user limit (user.max_user_namespaces) is reached\n"
+                "hint: an administrator can raise it: sysctl -w user.max_user_namespaces=15000")
+    return None
+
+
 class Unshare:
     def __init__(self, *, userns: bool, pidns: bool = False, netns: bool = False):
         self.userns = userns
@@ -241,7 +274,13 @@ class Unshare:
 
     def execute(self, ctx: "Context") -> None:
         uid, gid = os.getuid(), os.getgid()
-        unshare(CLONE_NEWNS | (CLONE_NEWUSER if self.userns else 0) | (CLONE_NEWPID if self.pidns else 0) | (CLONE_NEWNET if self.netns else 0))
+        try:
+            unshare(CLONE_NEWNS | (CLONE_NEWUSER if self.userns else 0) | (CLONE_NEWPID if self.pidns else 0) | (CLONE_NEWNET if self.netns else 0))
+        except OSError as exc:
+            why = userns_off_reason(exc.errno, _read_sysctl) if self.userns else None
+            if why is None:
+                raise
+            raise SandboxFailure(why) from None
         if self.userns:
             # An unprivileged process may map only its own ids, and must give up setgroups(2)
             # before writing gid_map (user_namespaces(7), "Interaction with setgroups").

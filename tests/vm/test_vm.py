@@ -105,8 +105,6 @@ KNOWN = [
      "D2: systemd scopes get memory.oom.group 0: an OOM kill takes one process, not the app"),
     ("bookworm", "test_hundred_store_layers", r"mount\(2\) takes at most 4095",
      "D3: kernels before 6.8 cannot stack ~35+ store layers (absolute store paths in one option string)"),
-    ("", "test_rootless_without_user_namespaces_says_why", r"unshare: (Operation not permitted|No space left on device)",
-     "D4: user namespaces switched off: the error names the syscall, not the cause or the sysctl"),
     ("trixie", "test_launch::", r"python3\.11|assert 125 == 0",
      "T1: tests/integration/test_launch.py pins /usr/bin/python3.11 (trixie has 3.13): a test assumption"),
 ]
