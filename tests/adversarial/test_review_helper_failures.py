@@ -47,8 +47,12 @@ def test_cold_deb_build_on_a_full_download_cache_reports_enospc(env):
         result = env.envbox("build", "py", timeout=300)
         assert result.returncode == 125, result.stderr
         no_traceback(result)
-        errors = [l for l in result.stderr.splitlines() if l.startswith("envbox: ") and "apt-get update (" not in l]
-        assert len(errors) == 1, result.stderr
+        # Progress names each phase first ("envbox: building ...", "envbox: deb: apt-get update
+        # (bookworm)"); the error is the one line before the hint.
+        lines = result.stderr.splitlines()
+        assert [l for l in lines if l.startswith("hint: ")] and lines[-1].startswith("hint: "), result.stderr
+        errors = [lines[-2]]
+        assert sum(1 for l in lines if "failed" in l or "No space" in l) == 1, result.stderr
         assert "No space left on device" in errors[0], result.stderr
         assert "reachable" not in result.stderr
         assert "hint: " in result.stderr and "space" in result.stderr.split("hint: ", 1)[1]

@@ -145,7 +145,7 @@ def test_catalog_of_an_unknown_tool_suggests_the_nearest(root_env):
     result = root_env.envbox("catalog", "pyton")
     assert result.returncode == 125
     assert result.stderr.splitlines() == [
-        "envbox: no tool named 'pyton' in the catalog (known: cmake, node, python)",
+        "envbox: no tool named 'pyton' in the catalog (known: cmake, gcc, go, java, node, python, ruby)",
         "hint: did you mean 'python'? (run 'envbox catalog' to list tools and releases)",
     ]
 
