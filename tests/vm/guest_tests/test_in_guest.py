@@ -131,8 +131,10 @@ def test_memory_oom_group_is_set(capped):
 def test_memory_cap_kills_and_is_reported_with_137(capped):
     before = launch_cgroups()
     result = capped.envbox("launch", "capped", "--", HOG, "256")
-    assert result.returncode == 137, (result.stdout, result.stderr)
-    assert result.stderr.strip().splitlines()[-1] == "envbox: capped was killed: memory limit 64 MiB reached", result.stderr
+    assert result.returncode == 137, result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert lines, f"exit 137 but envbox said nothing about the memory limit: stderr {result.stderr!r}"
+    assert lines[-1] == "envbox: capped was killed: memory limit 64 MiB reached", result.stderr
     assert "survived" not in result.stdout and "Traceback" not in result.stderr
     assert launch_cgroups() == before, "the launch left its cgroup behind"
 
