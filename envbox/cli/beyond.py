@@ -106,7 +106,9 @@ def export(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="With --systemd: the unit file to write (default: the systemd unit directory)."),
     frozen: bool = typer.Option(False, "--frozen", help="Follow the lock file; never resolve anew."),
 ) -> int:
-    """A profile as an OCI image (--oci) or a systemd unit (--systemd)."""
+    """A profile as an OCI image or a systemd unit.
+
+    --oci OUT writes an image (--base, --kube); --systemd writes a service unit."""
     from envbox.core.errors import EXIT_USAGE, EnvboxError
 
     if bool(oci) == bool(systemd):
