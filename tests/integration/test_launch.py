@@ -15,6 +15,12 @@ import pytest
 
 from conftest import mountinfo_lines, no_traceback
 
+# The host's own Python 3 (3.11 on Debian 12, 3.13 on Debian 13): a real interpreter for a
+# `host:` layer, named by its versioned path so the test follows the system it runs on.
+HOST_PY3 = os.path.realpath("/usr/bin/python3")
+HOST_PY3_VERSION = subprocess.run([HOST_PY3, "-c", "import sys; print(sys.version_info[:2])"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+
 
 def fake_prefix(env, name: str, says: str) -> Path:
     """A tiny install prefix whose bin/python prints who it is (a real `dir` source)."""
@@ -29,7 +35,7 @@ def fake_prefix(env, name: str, says: str) -> Path:
 def test_two_profiles_see_different_python_at_the_same_time(env):
     prefix = fake_prefix(env, "prefix-a", "python-A")
     env.write_profile("app-a", f"command: [sh]\ntools:\n  python: {{dir: {prefix}}}\n")
-    env.write_profile("app-b", "command: [sh]\ntools:\n  python: {host: /usr/bin/python3.11}\n")
+    env.write_profile("app-b", f"command: [sh]\ntools:\n  python: {{host: {HOST_PY3}}}\n")
     gate = env.home / "go"
     a = env.envbox_popen(
         "launch", "app-a", "--", "-c", f'/usr/bin/python hello; while [ ! -e {gate} ]; do sleep 0.02; done',
@@ -38,7 +44,7 @@ def test_two_profiles_see_different_python_at_the_same_time(env):
     try:
         b = env.envbox("launch", "app-b", "--", "-c", "/usr/bin/python -c 'import sys; print(sys.version_info[:2])'")
         assert b.returncode == 0, b.stderr
-        assert b.stdout.strip() == "(3, 11)"
+        assert b.stdout.strip() == HOST_PY3_VERSION
         assert a.poll() is None, "app-a should still be running while app-b ran"
     finally:
         gate.touch()
@@ -113,7 +119,7 @@ def test_usr_is_read_only_and_host_untouched(env):
 
 def test_mount_table_unchanged_after_launches_and_sigkill(env):
     before = mountinfo_lines()
-    env.write_profile("m", "command: [sh]\ntools:\n  python: {host: /usr/bin/python3.11}\n")
+    env.write_profile("m", f"command: [sh]\ntools:\n  python: {{host: {HOST_PY3}}}\n")
     assert env.envbox("launch", "m", "--", "-c", "exit 0").returncode == 0
     lock = env.home / "lockfile"
     proc = env.envbox_popen(
@@ -229,7 +235,7 @@ def test_stdin_and_stdout_pass_through(env):
 
 def test_app_cannot_change_envbox_state(env):
     """Profiles, trust records, the store and cached plans are read-only inside a launch."""
-    env.write_profile("meddle", "command: [sh, -c]\ntools:\n  python: {host: /usr/bin/python3.11}\n")
+    env.write_profile("meddle", f"command: [sh, -c]\ntools:\n  python: {{host: {HOST_PY3}}}\n")
     assert env.envbox("launch", "meddle", "--", "true").returncode == 0  # builds a layer, caches the plan
     targets = [env.user_profiles / "meddle.yaml", env.store, env.home / ".cache" / "envbox"]
     before = {t: sorted(os.listdir(t)) if t.is_dir() else t.read_bytes() for t in targets}

@@ -107,8 +107,6 @@ KNOWN = [
      "D3: kernels before 6.8 cannot stack ~35+ store layers (absolute store paths in one option string)"),
     ("", "test_memory_cap_kills_and_is_reported_with_137", r"exit 137 but envbox said nothing",
      "D5: OOM kill in a systemd scope not reported: the scope was gone before envbox read memory.events"),
-    ("trixie", "test_launch::", r"python3\.11|assert 125 == 0",
-     "T1: tests/integration/test_launch.py pins /usr/bin/python3.11 (trixie has 3.13): a test assumption"),
 ]
 STRICT = os.environ.get("ENVBOX_VM_STRICT") == "1" or FULL
 
