@@ -1,7 +1,8 @@
 """On cgroup v2 the init is born inside the launch's cgroup (clone3 CLONE_INTO_CGROUP): no move.
 
-This host's cgroup2 hierarchy has no usable controllers, so limits cannot be shown here (the
-real v2 limit tests skip with that reason); the placement itself can, in a cgroup the test makes.
+The placement needs no controllers, so it is shown on any cgroup2 mount, in a cgroup the test
+makes: the hybrid host's /sys/fs/cgroup/unified (no usable controllers, so no limits there), or
+/sys/fs/cgroup itself on a unified host (the tests/vm guests, with and without systemd).
 """
 
 from __future__ import annotations
@@ -15,14 +16,25 @@ import pytest
 
 from envbox.runtime import supervisor as launch
 
-UNIFIED = "/sys/fs/cgroup/unified"
+
+def _cgroup2_mount() -> str | None:
+    """The cgroup2 mount: /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a hybrid one."""
+    for path in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        try:
+            with open("/proc/self/mountinfo") as f:
+                if any(line.split(" - ")[1].startswith("cgroup2 ") and line.split()[4] == path for line in f):
+                    return path
+        except (OSError, IndexError):
+            return None
+    return None
 
 
 @pytest.fixture
 def v2_cgroup():
-    if os.getuid() != 0 or not os.path.exists(os.path.join(UNIFIED, "cgroup.controllers")):
-        pytest.skip("needs root and a cgroup2 mount at /sys/fs/cgroup/unified")
-    path = os.path.join(UNIFIED, f"envbox-test-{uuid.uuid4().hex[:12]}")
+    mount = _cgroup2_mount()
+    if os.getuid() != 0 or mount is None:
+        pytest.skip("needs root and a cgroup2 mount (/sys/fs/cgroup or /sys/fs/cgroup/unified)")
+    path = os.path.join(mount, f"envbox-test-{uuid.uuid4().hex[:12]}")
     os.mkdir(path)  # our own cgroup; removed below
     yield path
     os.rmdir(path)
