@@ -79,7 +79,8 @@ PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 # The kernel caps an overlay at 500 lower layers (OVL_MAX_STACK).
 MAX_LOWER = 500
 # mount(2) copies its option string into one page; longer strings are cut, silently changing
-# the last lowerdir path (a wrong directory may then be mounted), so the legacy path refuses them.
+# the last lowerdir path (a wrong directory may then be mounted), so the legacy path never
+# passes one (it names layers by descriptor when their paths would not fit).
 MAX_OPTIONS = 4095
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -400,9 +401,11 @@ class Overlay:
         kept = [(path, open_tree(path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)) for path in submounts(self.target)]
         try:
             try:
+                if ctx.forced_legacy:  # ENVBOX_SANDBOX_LEGACY_MOUNT=1: the pre-6.8 path, for tests
+                    raise OSError(errno.ENOSYS, "legacy mount requested")
                 self._mount_fsconfig(layers, userns=ctx.userns)
             except OSError as exc:
-                if exc.errno not in (errno.ENOSYS, errno.EINVAL) or ctx.forced_legacy:
+                if exc.errno not in (errno.ENOSYS, errno.EINVAL):
                     raise
                 # lowerdir+ appeared in Linux 6.8; older kernels take one option string.
                 self._mount_legacy(layers, userns=ctx.userns)
@@ -413,8 +416,6 @@ class Overlay:
                 os.close(fd)
 
     def _mount_fsconfig(self, layers: tuple[str, ...], *, userns: bool) -> None:
-        if os.environ.get("ENVBOX_SANDBOX_LEGACY_MOUNT") == "1":
-            raise OSError(errno.ENOSYS, "legacy mount requested")
         fd = fsopen("overlay")
         try:
             # Each lower layer is its own parameter: no page-size limit on the total, no
@@ -435,13 +436,29 @@ class Overlay:
             os.close(mfd)
 
     def _mount_legacy(self, layers: tuple[str, ...], *, userns: bool) -> None:
-        for layer in layers:
-            if any(c in layer for c in ":,\\"):
-                raise SandboxFailure(f"layer path {layer!r} contains ':', ',' or '\\', which mount(2) options cannot carry")
-        options = "lowerdir=" + ":".join(layers) + (",userxattr" if userns else "")
-        if len(options) > MAX_OPTIONS:
-            raise SandboxFailure(f"overlay options for {self.target} are {len(options)} bytes; mount(2) takes at most {MAX_OPTIONS}")
-        mount("overlay", self.target, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, options)
+        flags = MS_RDONLY | MS_NOSUID | MS_NODEV
+        extra = ",userxattr" if userns else ""
+        options = "lowerdir=" + ":".join(layers) + extra
+        if len(options) <= MAX_OPTIONS and not any(c in layer for layer in layers for c in ":,\\"):
+            mount("overlay", self.target, "overlay", flags, options)
+            return
+        # Store paths are ~110 bytes, so ~35 of them fill mount(2)'s one page, and ':' ',' '\'
+        # cannot be carried at all: name each layer by a descriptor instead, relative to
+        # /proc/self/fd ("7:8:9"), which the kernel resolves when it parses the options.
+        fds = [os.open(layer, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for layer in layers]
+        cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            options = "lowerdir=" + ":".join(map(str, fds)) + extra
+            if len(options) > MAX_OPTIONS:
+                raise SandboxFailure(f"overlay options for {self.target} are {len(options)} bytes; mount(2) takes at most {MAX_OPTIONS}")
+            os.chdir("/proc/self/fd")
+            try:
+                mount("overlay", self.target, "overlay", flags, options)
+            finally:
+                os.fchdir(cwd)
+        finally:
+            for fd in (*fds, cwd):
+                os.close(fd)
 
 
 def submounts(target: str, mountinfo: str = "/proc/self/mountinfo") -> list:

@@ -249,3 +249,24 @@ def test_app_cannot_change_envbox_state(env):
     after = {t: sorted(os.listdir(t)) if t.is_dir() else t.read_bytes() for t in targets}
     assert after == before
     assert (env.home / "allowed").exists(), "the rest of the home directory stays writable"
+
+
+def test_legacy_mount_path_stacks_layers_whose_paths_do_not_fit_one_page(env):
+    """Kernels before 6.8 (Debian 12's 6.1) take the overlay's layers as one mount(2) option
+    string, cut at 4095 bytes: 60 layers with 130-byte paths (7.8 KB), one with a ':' in its
+    name, still stack (named by descriptor), and /usr is mounted once (VM case D3)."""
+    tools = []
+    for i in range(60):
+        prefix = env.base / (("p" * 120) + (":" if i == 7 else "") + f"{i:03d}")
+        (prefix / "bin").mkdir(parents=True)
+        script = prefix / "bin" / f"tool{i}"
+        script.write_text(f"#!/bin/sh\necho tool{i}\n")
+        script.chmod(0o755)
+        tools.append(f"  tool{i}: {{dir: '{prefix}'}}")
+    env.write_profile("long", "command: [sh, -c]\ntools:\n" + "\n".join(tools) + "\n")
+    before = mountinfo_lines()
+    result = env.envbox("launch", "long", "--", "tool0; tool7; tool59; grep -c ' /usr ' /proc/self/mountinfo",
+                        env={"ENVBOX_SANDBOX_LEGACY_MOUNT": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["tool0", "tool7", "tool59", "1"]
+    assert mountinfo_lines() == before

@@ -103,8 +103,6 @@ def junit(result: vm.Result) -> dict[str, tuple[str, str]]:
 KNOWN = [
     ("", "test_memory_oom_group_is_set", r"",
      "D2: systemd scopes get memory.oom.group 0: an OOM kill takes one process, not the app"),
-    ("bookworm", "test_hundred_store_layers", r"mount\(2\) takes at most 4095",
-     "D3: kernels before 6.8 cannot stack ~35+ store layers (absolute store paths in one option string)"),
     ("", "test_memory_cap_kills_and_is_reported_with_137", r"exit 137 but envbox said nothing",
      "D5: OOM kill in a systemd scope not reported: the scope was gone before envbox read memory.events"),
 ]
