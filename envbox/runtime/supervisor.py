@@ -248,7 +248,7 @@ def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
     try:
         if gate:
             os.close(gate[0])
-            problems = _verify_started(cgroup, spec)
+            problems = _verify_started(cgroup, spec, pid)
             if not all(os.path.isdir(p) for p in cgroup.paths) and not _runs_sandbox(pid):
                 # The manager's command (systemd-run) neither made the scope nor started the
                 # sandbox in time: it hangs (no answer from the manager). Stop it, say so.
@@ -307,20 +307,24 @@ def _spawn_through(prefix: tuple, args: list, gate) -> int:
     return pid
 
 
-def _verify_started(cgroup, spec: LaunchSpec, timeout: float = 5.0, settle: float = 2.0) -> list:
+def _verify_started(cgroup, spec: LaunchSpec, pid: int, timeout: float = 5.0, settle: float = 2.0) -> list:
     """Limits read back from a cgroup that appears only once the sandbox runs (systemd).
 
-    systemd creates the scope's directory before it writes the unit's properties into it, so
-    a first read can still see 'max' (seen in the tests/vm guests, defect D1): the read is
-    repeated for up to `settle` seconds before a mismatch counts. A property the manager
-    dropped (a controller not delegated to it) stays a mismatch, and the launch is refused."""
+    systemd creates the scope's directory before it writes the unit's properties into it
+    (defect D1 of the tests/vm guests: a read in that gap saw 'max'), and systemd-run execs the
+    sandbox only once the scope's start job is done: the read waits for that exec. It is then
+    repeated for up to `settle` seconds before a mismatch counts, in case a manager applies
+    properties late. A property the manager dropped (a controller not delegated to it) stays
+    a mismatch, and the launch is refused."""
     import time
 
     deadline = time.monotonic() + timeout
-    while not all(os.path.isdir(p) for p in cgroup.paths):
+    while not all(os.path.isdir(p) for p in cgroup.paths) or not _runs_sandbox(pid):
         if time.monotonic() > deadline:
+            if all(os.path.isdir(p) for p in cgroup.paths):
+                break  # the scope is there: read what it holds
             return [f"the cgroup {cgroup.paths[0]} did not appear within {timeout:g} s (systemd-run failed, hangs or ignored --scope)"]
-        time.sleep(0.01)
+        time.sleep(0.005)
     limits = _limits(spec)
     settled = time.monotonic() + settle
     while True:
