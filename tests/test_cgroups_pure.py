@@ -169,6 +169,7 @@ FULL = Limits(memory=64 * MiB, memory_swap=96 * MiB, cpu=1.5, pids=100)
                 ("memory_swap", "memory", "memory.swap.max", "33554432"),
                 ("cpu", "cpu", "cpu.max", "150000 100000"),
                 ("pids", "pids", "pids.max", "100"),
+                ("memory", "memory", "memory.oom.group", "1"),
             ],
         ),
         # The kernel floors memory limits to whole pages; so do we, to compare exactly.
@@ -197,6 +198,21 @@ def test_limit_files(backend, limits, rows):
 )
 def test_systemd_properties(limits, props):
     got = systemd_properties(limits)
+    assert got[0::2] == ("-p",) * len(props)
+    assert list(got[1::2]) == props
+
+
+@pytest.mark.parametrize(
+    "version, props",
+    [
+        (None, ["MemoryMax=67108864"]),  # unknown manager: envbox writes memory.oom.group itself
+        (252, ["MemoryMax=67108864"]),  # Debian 12: scopes have no OOMPolicy= yet
+        (253, ["MemoryMax=67108864", "OOMPolicy=kill"]),
+        (257, ["MemoryMax=67108864", "OOMPolicy=kill"]),  # Debian 13
+    ],
+)
+def test_systemd_oom_policy_by_manager_version(version, props):
+    got = systemd_properties(Limits(memory=64 << 20), version)
     assert got[0::2] == ("-p",) * len(props)
     assert list(got[1::2]) == props
 

@@ -136,18 +136,26 @@ def limit_files(backend: str, limits: Limits, *, page: int = 4096) -> tuple[tupl
             ("cpu", "cpu", "cpu.max", None if quota is None else f"{quota} {CPU_PERIOD_US}"),
             ("pids", "pids", "pids.max", pids),
         ]
-        if backend == "cgroup2" and limits.memory is not None:
+        if limits.memory is not None:
             # On OOM kill the whole cgroup, not just the biggest process: a half-killed app
-            # is worse than a dead one (cgroup-v2.rst, "memory.oom.group").
+            # is worse than a dead one (cgroup-v2.rst, "memory.oom.group"). systemd sets it
+            # for OOMPolicy=kill (scopes: 253+); envbox sets it on older managers' scopes.
             rows.append(("memory", "memory", "memory.oom.group", "1"))
     return tuple(row for row in rows if row[3] is not None)
 
 
-def systemd_properties(limits: Limits) -> tuple[str, ...]:
-    """systemd-run -p arguments for the limits (systemd.resource-control(5))."""
+# OOMPolicy= applies to scope units from systemd 253 on; older managers refuse the property.
+OOM_POLICY_SCOPES = 253
+
+
+def systemd_properties(limits: Limits, version: int | None = None) -> tuple[str, ...]:
+    """systemd-run -p arguments for the limits (systemd.resource-control(5)); `version` is the
+    manager's (None: unknown), for the properties only newer managers take on a scope."""
     props = []
     if limits.memory is not None:
         props += ["-p", f"MemoryMax={limits.memory}"]
+        if version is not None and version >= OOM_POLICY_SCOPES:
+            props += ["-p", "OOMPolicy=kill"]  # memory.oom.group=1: the app dies whole
     if limits.memory_swap is not None:
         props += ["-p", f"MemorySwapMax={limits.memory_swap - limits.memory}"]
     if limits.cpu is not None:

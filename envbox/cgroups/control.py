@@ -366,11 +366,36 @@ def _create_systemd(host: HostCgroups, profile: str, limits: Limits) -> Cgroup:
         "--collect",  # unload the unit even if the app fails, so names never pile up
         f"--unit={unit}",
         "--slice=envbox",
-        *systemd_properties(limits),
+        *systemd_properties(limits, _manager_version(systemd_run) if limits.memory is not None else None),
         "--",
     )
     controllers = tuple(c for c in V2_CONTROLLERS if c in host.systemd_controllers)
     return Cgroup("systemd", unit, (os.path.join(slice_dir, unit),), (controllers,), argv)
+
+
+def _manager_version(systemd_run: str) -> int | None:
+    """systemd's version ("systemd 252 (252.39-1~deb12u1)"), for the properties a scope takes."""
+    import subprocess
+
+    try:
+        out = subprocess.run([systemd_run, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    words = out.split()
+    return int(words[1]) if len(words) > 1 and words[0] == "systemd" and words[1].isdigit() else None
+
+
+def complete_scope(cg: Cgroup, limits: Limits) -> None:
+    """What a systemd scope needs beyond its properties, once it runs: memory.oom.group=1 where
+    the manager (before 253) has no OOMPolicy= for scopes. The scope was made for this launch."""
+    if cg.backend != "systemd" or limits is None or limits.memory is None or not cg.paths:
+        return
+    path = cg.paths[0]
+    try:
+        if fs.read_file(os.path.join(path, "memory.oom.group")).strip() == "0":
+            _write_ok(path, "memory.oom.group", "1")
+    except OSError:
+        pass  # no such file: verify() says what is missing
 
 
 def _bases(host: HostCgroups) -> list[tuple[str, tuple[str, ...], str]]:

@@ -318,6 +318,8 @@ def _verify_started(cgroup, spec: LaunchSpec, pid: int, timeout: float = 5.0, se
     a mismatch, and the launch is refused."""
     import time
 
+    from envbox.cgroups import control as cgroups
+
     deadline = time.monotonic() + timeout
     while not all(os.path.isdir(p) for p in cgroup.paths) or not _runs_sandbox(pid):
         if time.monotonic() > deadline:
@@ -326,6 +328,7 @@ def _verify_started(cgroup, spec: LaunchSpec, pid: int, timeout: float = 5.0, se
             return [f"the cgroup {cgroup.paths[0]} did not appear within {timeout:g} s (systemd-run failed, hangs or ignored --scope)"]
         time.sleep(0.005)
     limits = _limits(spec)
+    cgroups.complete_scope(cgroup, limits)
     settled = time.monotonic() + settle
     while True:
         problems = list(cgroup.verify(limits))

@@ -128,6 +128,17 @@ def test_memory_oom_group_is_set(capped):
     assert values["memory.oom.group"] == "1", values
 
 
+def test_oom_in_a_child_kills_the_whole_app(capped):
+    """memory.oom.group=1 (VM case D2): the OOM killer takes the app's every process, not
+    only the child that allocated; the parent never gets to print."""
+    parent = ("import subprocess, sys\n"
+              f"child = subprocess.Popen([sys.executable, '-c', {HOG!r}, '256'])\n"
+              "print('parent survived', child.wait(), flush=True)\n")
+    result = capped.envbox("launch", "capped", "--", parent)
+    assert (result.returncode, result.stdout) == (137, ""), (result.returncode, result.stdout, result.stderr)
+    assert result.stderr.strip().splitlines()[-1:] == ["envbox: capped was killed: memory limit 64 MiB reached"], result.stderr
+
+
 def test_memory_cap_kills_and_is_reported_with_137(capped):
     before = launch_cgroups()
     result = capped.envbox("launch", "capped", "--", HOG, "256")
