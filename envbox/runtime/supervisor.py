@@ -115,10 +115,11 @@ def run(spec: LaunchSpec) -> int:
         return EXIT_ENVBOX
     record = _register(spec, cgroup)
     try:
-        code = _spawn_and_wait(spec, cgroup)
+        watches: list = []
+        code = _spawn_and_wait(spec, cgroup, watches)
         # The app's death by SIGKILL reaches us as 137 through the init; only the kernel's
         # counter says whether the memory cap was the cause.
-        if cgroup is not None and cgroup.oom_killed():
+        if cgroup is not None and _oom_killed(cgroup, code, watches):
             if code == 128 + signal.SIGKILL:
                 _say(f"{spec.profile} was killed: memory limit {_fmt_limit(spec.limits)} reached")
             else:  # v1 killed one of the app's processes, not the app itself
@@ -216,7 +217,9 @@ def _setup_cgroup(spec: LaunchSpec):
     return cgroup
 
 
-def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
+def _spawn_and_wait(spec: LaunchSpec, cgroup, oom_watch: list | None = None) -> int:
+    """Start the sandbox (through the manager's scope when there is one), release it once the
+    limits hold, and wait; `oom_watch` receives the scope's OOM watcher (see _watch_oom)."""
     prefix = tuple(cgroup.argv_prefix()) if cgroup is not None else ()
     args = spec.sandbox_args(tuple(cgroup.join_files()) if cgroup is not None else ())
     gate = None
@@ -264,11 +267,33 @@ def _spawn_and_wait(spec: LaunchSpec, cgroup) -> int:
                 os.close(gate[1])  # the init reads nothing and exits: the app never starts
                 sandbox.wait_forwarding(pid, watched)
                 return EXIT_ENVBOX
+            if oom_watch is not None:
+                oom_watch.append(_watch_oom(cgroup))  # before the app runs: it may die at once
             os.write(gate[1], b"1")
             os.close(gate[1])
         return sandbox.exit_code(sandbox.wait_forwarding(pid, watched))
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _watch_oom(cgroup):
+    """A thread that counts OOM kills in a systemd scope while it exists (None otherwise):
+    systemd removes an emptied scope at once, often before we could read memory.events."""
+    if cgroup.backend != "systemd" or not cgroup.paths:
+        return None
+    from envbox.cgroups.oomwatch import OomWatch
+
+    try:
+        return OomWatch(os.path.join(cgroup.paths[0], "memory.events"))
+    except OSError:  # no memory controller in the scope
+        return None
+
+
+def _oom_killed(cgroup, code: int, watches: list) -> bool:
+    if cgroup.oom_killed():
+        return True
+    watch = next((w for w in watches if w is not None), None)
+    return watch is not None and code == 128 + signal.SIGKILL and watch.killed()
 
 
 def _runs_sandbox(pid: int) -> bool:

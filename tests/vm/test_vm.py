@@ -101,8 +101,6 @@ def junit(result: vm.Result) -> dict[str, tuple[str, str]]:
 # ENVBOX_VM_STRICT=1 (set by --vm-full) they fail. Each entry: (suite or "", test id part,
 # message pattern, what it is). Remove an entry with the fix that closes it.
 KNOWN = [
-    ("", "test_memory_cap_kills_and_is_reported_with_137", r"exit 137 but envbox said nothing",
-     "D5: OOM kill in a systemd scope not reported: the scope was gone before envbox read memory.events"),
 ]
 STRICT = os.environ.get("ENVBOX_VM_STRICT") == "1" or FULL
 
