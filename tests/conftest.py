@@ -25,6 +25,20 @@ REQUIRE_ALL = os.environ.get("ENVBOX_REQUIRE_ALL") == "1"
 TEST_TIMEOUT = int(os.environ.get("ENVBOX_TEST_TIMEOUT", "900"))
 
 
+def _default_signals() -> None:
+    """Started in the background (`cmd &`) or under nohup, pytest inherits SIGINT, SIGQUIT or
+    SIGHUP ignored, and every command a test runs would inherit that too (ignored signals
+    survive exec): the signal tests would then test the caller. Give them their defaults."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTERM):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+
+
+_default_signals()
+
+
 def pytest_collection_modifyitems(config, items):
     """`matrix` tests (every release of every tool family) run only when -m names them."""
     if "matrix" in (config.getoption("markexpr") or ""):
