@@ -615,6 +615,8 @@ files = {{"MemoryMax": ("memory.max", lambda v: str(int(v) // 4096 * 4096)),
 for key, (name, render) in files.items():
     with open(os.path.join(scope, name), "w") as f:
         f.write("max\n" if key in ignore or key not in props else render(props[key]) + "\n")
+with open(os.path.join(scope, "memory.oom.group"), "w") as f:  # systemd: 1 only for OOMPolicy=kill
+    f.write("1\n" if props.get("OOMPolicy") == "kill" else "0\n")
 cmd = args[args.index("--") + 1:]
 os.execvp(cmd[0], cmd)
 """
@@ -655,6 +657,9 @@ def test_systemd_scope_argv_and_verify(tmp_path, user):
     argv = [str(tmp_path / "bin" / "systemd-run"), *cg.argv_prefix()[1:], "echo", "app ran"]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
     assert result.stdout == "app ran\n", result.stderr
+    # This host's systemd (252) has no OOMPolicy= for scopes: envbox sets memory.oom.group.
+    assert cg.verify(LIMITS) == (f"memory: {cg.paths[0]}/memory.oom.group holds '0', not '1'",)
+    cgroups.complete_scope(cg, LIMITS)
     argv = __import__("json").loads(log.read_text())
     assert argv == [
         *(["--user"] if user else []),
@@ -682,6 +687,7 @@ def test_systemd_ignoring_a_property_is_caught(tmp_path):
     env, _ = stand_in(tmp_path, host.systemd_root)
     env["IGNORE"] = "MemoryMax"
     subprocess.run([str(tmp_path / "bin" / "systemd-run"), *cg.argv_prefix()[1:], "true"], env=env, check=True, timeout=30)
+    cgroups.complete_scope(cg, LIMITS)
     problems = cg.verify(LIMITS)
     assert len(problems) == 1 and problems[0].startswith("memory: ") and "holds 'max'" in problems[0]
 
@@ -689,6 +695,8 @@ def test_systemd_ignoring_a_property_is_caught(tmp_path):
 class _SettlingCgroup:
     """A scope whose limits the manager writes only after the directory exists (tests/vm
     defect D1): verify() reports 'max' for the first reads."""
+
+    backend = "systemd"
 
     def __init__(self, path, late_reads: int):
         self.paths = (str(path),)
@@ -706,8 +714,10 @@ def test_systemd_scope_limits_are_read_again_until_the_manager_wrote_them(tmp_pa
     from envbox.runtime import supervisor
 
     spec = SimpleNamespace(limits={"memory": 64 << 20})
+    done = subprocess.Popen(["true"])  # systemd-run that has exec'd and ended
+    done.wait()
     late = _SettlingCgroup(tmp_path, late_reads=3)
-    assert supervisor._verify_started(late, spec, settle=2.0) == []
+    assert supervisor._verify_started(late, spec, done.pid, settle=2.0) == []
     assert late.reads == 4
     never = _SettlingCgroup(tmp_path, late_reads=10**9)  # a property the manager dropped
-    assert supervisor._verify_started(never, spec, settle=0.1) == ["memory: memory.max holds 'max', not '67108864'"]
+    assert supervisor._verify_started(never, spec, done.pid, settle=0.1) == ["memory: memory.max holds 'max', not '67108864'"]

@@ -375,13 +375,13 @@ def _create_systemd(host: HostCgroups, profile: str, limits: Limits) -> Cgroup:
 
 def _manager_version(systemd_run: str) -> int | None:
     """systemd's version ("systemd 252 (252.39-1~deb12u1)"), for the properties a scope takes."""
-    import subprocess
+    from envbox import helper
 
     try:
-        out = subprocess.run([systemd_run, "--version"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
+        out = helper.run([systemd_run, "--version"], timeout_s=10, check=False).stdout
+    except helper.HelperFailed:
         return None
-    words = out.split()
+    words = (out or "").split()
     return int(words[1]) if len(words) > 1 and words[0] == "systemd" and words[1].isdigit() else None
 
 
