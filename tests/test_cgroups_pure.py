@@ -721,3 +721,22 @@ def test_systemd_scope_limits_are_read_again_until_the_manager_wrote_them(tmp_pa
     assert late.reads == 4
     never = _SettlingCgroup(tmp_path, late_reads=10**9)  # a property the manager dropped
     assert supervisor._verify_started(never, spec, done.pid, settle=0.1) == ["memory: memory.max holds 'max', not '67108864'"]
+
+
+@pytest.mark.parametrize(
+    "content, version",
+    [
+        (b"\x7fELF...\x00libsystemd-shared-252.so\x00libc.so.6\x00", 252),  # Debian 12
+        (b"\x7fELF...\x00libsystemd-shared-257.so\x00", 257),  # Debian 13
+        (b"\x7fELF...\x00libsystemd-shared-256.7-1.so\x00", 256),  # a full version in the name
+        (b"#!/bin/sh\necho 'systemd 253 (253.1-1)'\n", 253),  # not linked that way: asked
+        (b"#!/bin/sh\necho 'not systemd'\n", None),
+    ],
+)
+def test_manager_version_from_systemd_run(tmp_path, content, version):
+    from envbox.cgroups.control import _manager_version
+
+    binary = tmp_path / "systemd-run"
+    binary.write_bytes(content)
+    binary.chmod(0o755)
+    assert _manager_version(str(binary)) == version

@@ -374,7 +374,20 @@ def _create_systemd(host: HostCgroups, profile: str, limits: Limits) -> Cgroup:
 
 
 def _manager_version(systemd_run: str) -> int | None:
-    """systemd's version ("systemd 252 (252.39-1~deb12u1)"), for the properties a scope takes."""
+    """systemd's version, for the properties a scope takes. systemd-run links
+    libsystemd-shared-<version>.so, so its name in the binary (60 KB) says it without running
+    anything; `systemd-run --version` ("systemd 252 (252.39-1~deb12u1)") when it does not."""
+    try:
+        with open(systemd_run, "rb") as f:
+            data = f.read(4 << 20)
+    except OSError:
+        data = b""
+    at = data.find(b"libsystemd-shared-")
+    if at >= 0:
+        digits = data[at + 18:at + 24]
+        n = len(digits) - len(digits.lstrip(b"0123456789"))
+        if n >= 3:
+            return int(digits[:n])
     from envbox import helper
 
     try:
