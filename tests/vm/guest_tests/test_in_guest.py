@@ -339,3 +339,35 @@ def test_rootless_without_user_namespaces_says_why_in_one_line(world, knob, valu
     assert "Traceback" not in result.stderr
     assert any("unprivileged_userns_clone" in line or "max_user_namespaces" in line for line in lines), result.stderr
     assert "user namespaces" in doctor.stdout + doctor.stderr and "FAIL" in doctor.stdout + doctor.stderr, doctor.stdout + doctor.stderr
+
+
+# --- desktop entries under a real session ----------------------------------------------------
+
+def test_desktop_entry_started_by_gio_lands_in_its_scope(world):
+    """The generated menu entry, started the way a desktop starts it (`gio launch`, GLib's
+    GDesktopAppInfo) in the session user's login session: the app runs in its namespace and
+    in its own limited cgroup under the user's manager."""
+    if UID == 0 or not SYSTEMD:
+        pytest.skip("a desktop session is a user's, under systemd's user manager")
+    if not shutil.which("gio"):
+        pytest.skip("gio (libglib2.0-bin) is not in this guest")
+    out = world.path / "entry.out"
+    script = f"import os; open({str(out)!r} + '.part', 'w').write(open('/proc/self/cgroup').read()); os.rename({str(out)!r} + '.part', {str(out)!r})"
+    world.profile("menu", f"command: [/usr/bin/python3, -c, {script!r}]\nlimits: {{memory: 64M, pids: 64}}\ndesktop: {{name: Menu App}}\n")
+    installed = world.envbox("desktop", "install", "menu")
+    assert installed.returncode == 0, installed.stderr
+    entry = world.path / "data" / "applications" / "envbox-menu.desktop"
+    assert entry.exists(), installed.stdout
+    env = {k: v for k, v in os.environ.items() if k in ("HOME", "USER", "LOGNAME", "PATH", "LANG", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS")}
+    env.update(XDG_CONFIG_HOME=str(world.path / "config"), XDG_DATA_HOME=str(world.path / "data"),
+               XDG_CACHE_HOME=str(world.path / "cache"), XDG_STATE_HOME=str(world.path / "state"),
+               ENVBOX_SYSTEM_DIR=str(world.path / "etc"))
+    started = subprocess.run(["gio", "launch", str(entry)], env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    deadline = time.monotonic() + 120
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert out.exists(), "the entry's app never ran"
+    cgroup = out.read_text().split("::", 1)[1].splitlines()[0]
+    assert os.path.dirname(cgroup) == expected_parent(), cgroup
+    assert re.fullmatch(r"envbox-menu-[\w.-]+\.scope", os.path.basename(cgroup)), cgroup
