@@ -323,10 +323,12 @@ def test_rootless_without_user_namespaces_says_why_in_one_line(world, knob, valu
         for n in dirs + files:
             os.chown(os.path.join(root, n), 1000, 1000)
     os.chown(base, 1000, 1000)
+    run = lambda *a: subprocess.run([ENVBOX, *a], env=env, cwd=str(base), user=1000, group=1000, extra_groups=[],
+                                    capture_output=True, text=True, timeout=120)
+    built = run("build", "plain")  # the layer exists: what follows is the launch's own error
+    assert built.returncode == 0, built.stderr
     subprocess.run(["sysctl", "-qw", f"{knob}={value}"], check=True)
     try:
-        run = lambda *a: subprocess.run([ENVBOX, *a], env=env, cwd=str(base), user=1000, group=1000, extra_groups=[],
-                                        capture_output=True, text=True, timeout=120)
         result = run("launch", "plain")
         doctor = run("doctor")
     finally:
