@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from envbox import helper
+from envbox.store import pythonparts
 from envbox.core import sandboxargs
 from envbox.core.catalog import GCC_RUNTIME, PYTHON_NAME, check_steps
 from envbox.core.errors import BuildError
@@ -39,6 +40,8 @@ def run_steps(steps: Sequence[Any], root: Path, ctx: BuildContext) -> None:
             python_site(root, arg)
         elif kind == "gcc-private-runtime":
             gcc_private_runtime(root, *re.fullmatch(GCC_RUNTIME, arg).groups())
+        elif kind in pythonparts.STEPS:
+            pythonparts.STEPS[kind](root, arg)
         else:
             python_host_site(root, arg)
 
@@ -50,7 +53,7 @@ def run_steps(steps: Sequence[Any], root: Path, ctx: BuildContext) -> None:
 # Debian's site.py also searches (its "deprecated" per-version dir), so the layer's python sees
 # its own packages (and user/local site dirs), not the host's.
 _SITE_SHARED_RE = re.compile(r'os\.path\.join\(prefix, "lib",\s*"python3",\s*"dist-packages"\)')
-HOST_SITE_PTH = "envbox-host-site.pth"
+HOST_SITE_PTH = pythonparts.HOST_SITE_PTH
 
 
 def python_site(root: Path, interpreter: str) -> None:

@@ -1,0 +1,144 @@
+"""Post-build steps that finish a Python layer the way Debian's or pip's installer would:
+console scripts for wheels put in place (`pip`), the layer's Python leaving the host's
+dist-packages out even where its `site` module is frozen, and a venv part's wheels kept where
+only this release's ensurepip looks. File edits on the layer tree; nothing runs."""
+
+from __future__ import annotations
+
+import configparser
+import re
+from pathlib import Path
+
+from envbox.core.errors import BuildError
+
+HOST_DIST = "/usr/lib/python3/dist-packages"
+HOST_SITE_PTH = "envbox-host-site.pth"  # written by the host-site part (postbuild.python_host_site)
+OWN_SITE_PTH = "envbox-own-site.pth"
+
+# ---- console scripts ------------------------------------------------------------------------
+
+_SCRIPT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+_ENTRY = re.compile(rf"\s*({_DOTTED})\s*:\s*({_DOTTED})\s*(?:\[[^\]]*\])?\s*")
+# Wheels built under some Python 3 name its version in their scripts (pip3, pip3.8,
+# easy_install-3.8); pip's installer drops those and writes the installing Python's own.
+_VERSIONED = {"pip": re.compile(r"pip[0-9]+(\.[0-9]+)?"), "easy_install": re.compile(r"easy_install-[0-9]+\.[0-9]+")}
+
+
+def console_scripts(root: Path, interpreter: str) -> list[str]:
+    """Write usr/bin/NAME for every console script of the wheels in the layer's
+    usr/lib/INTERPRETER/dist-packages (what pip writes when it installs them): `pip` also as
+    pip2 and pip2.7 for python2.7. Returns the names written. A name the layer already has
+    with other contents is an error: the step never replaces a program of the packages."""
+    version = interpreter.removeprefix("python")
+    site = Path(root) / "usr" / "lib" / interpreter / "dist-packages"
+    scripts: dict[str, tuple[str, str]] = {}
+    for info in sorted(site.glob("*.dist-info")):
+        scripts.update(_entry_points(info / "entry_points.txt"))
+    for base, versioned in _VERSIONED.items():
+        if base in scripts:
+            scripts = {n: e for n, e in scripts.items() if not versioned.fullmatch(n)}
+            suffixes = (version.split(".")[0], version) if base == "pip" else ("-" + version,)
+            scripts.update({base + s: scripts[base] for s in suffixes})
+    bindir = Path(root) / "usr" / "bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    for name, (module, attr) in sorted(scripts.items()):
+        _write_script(bindir / name, _script_text(interpreter, module, attr))
+    return sorted(scripts)
+
+
+def _entry_points(path: Path) -> dict[str, tuple[str, str]]:
+    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+    parser.optionxform = str  # script names keep their case
+    try:
+        parser.read_string(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, configparser.Error, UnicodeDecodeError) as exc:
+        raise BuildError(f"console-scripts: cannot read {path.parent.name}/entry_points.txt: {exc}", "check the release's wheels") from None
+    if not parser.has_section("console_scripts"):
+        return {}
+    out = {}
+    for name, spec in parser.items("console_scripts"):
+        m = _ENTRY.fullmatch(spec)
+        if not _SCRIPT_NAME.fullmatch(name) or not m:
+            raise BuildError(f"console-scripts: {path.parent.name} declares a script {name!r} = {spec!r} envbox cannot write",
+                             "drop the console-scripts step for this part")
+        out[name] = (m[1], m[2])
+    return out
+
+
+def _script_text(interpreter: str, module: str, attr: str) -> str:
+    first, _, rest = attr.partition(".")
+    call = f"{first}.{rest}" if rest else first
+    return (
+        f"#!/usr/bin/{interpreter}\n"
+        "# -*- coding: utf-8 -*-\n"
+        "# Written by envbox's console-scripts step, as pip writes a wheel's console script.\n"
+        "import sys\n"
+        f"from {module} import {first}\n"
+        "if __name__ == '__main__':\n"
+        f"    sys.exit({call}())\n"
+    )
+
+
+def _write_script(path: Path, text: str) -> None:
+    if path.is_symlink() or (path.exists() and path.read_text(errors="replace") != text):
+        raise BuildError(f"console-scripts: the layer already has usr/bin/{path.name}", "drop the console-scripts step or the package that provides it")
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+# ---- the host's dist-packages left out at start-up -------------------------------------------
+
+# One .pth line (site runs lines that start with `import`). Python 3.11's `site` is frozen, so
+# the patched site.py (postbuild.python_site) is never read; nor is it for 3.13 under -E/-I,
+# which ignore PYTHON_FROZEN_MODULES. Debian's frozen site adds the host's dir before the
+# layer's versioned one, whose .pth files run last: this takes the host's dir (and what its
+# .pth files added below it) off sys.path again, before any program's import.
+_OWN_SITE_LINE = (
+    "import sys; sys.path[:] = [p for p in sys.path if p.rstrip('/') != {d!r} and not p.startswith({d!r} + '/')]\n"
+)
+
+
+def python_own_site(root: Path, interpreter: str) -> None:
+    """The layer's Python drops the host's /usr/lib/python3/dist-packages from sys.path at
+    start-up, unless the host-site part (whose step runs before the release's own) asked for it."""
+    own = Path(root) / "usr" / "lib" / interpreter / "dist-packages"
+    own.mkdir(parents=True, exist_ok=True)
+    if (own / HOST_SITE_PTH).exists():
+        return
+    (own / OWN_SITE_PTH).write_text(_OWN_SITE_LINE.format(d=HOST_DIST))
+
+
+# ---- a venv part's wheels, private to the release ---------------------------------------------
+
+SHARED_WHEELS = "/usr/share/python-wheels"
+
+
+def private_wheels(root: Path, interpreter: str) -> None:
+    """Move the layer's usr/share/python-wheels to usr/lib/INTERPRETER/envbox-wheels and point
+    its ensurepip there. Over the host's /usr the two wheel dirs merge, and an older suite's
+    ensurepip (bullseye's) asserts exactly one wheel per project: with the host's pip next to
+    its own it fails. Only ensurepip reads the dir (venvs get copies of the wheels)."""
+    root = Path(root)
+    shared = root / SHARED_WHEELS.lstrip("/")
+    private = root / "usr" / "lib" / interpreter / "envbox-wheels"
+    ensurepip = root / "usr" / "lib" / interpreter / "ensurepip" / "__init__.py"
+    if not shared.is_dir() or shared.is_symlink() or not ensurepip.is_file():
+        raise BuildError(f"private-wheels: the layer has no usr/share/python-wheels or no {interpreter} ensurepip", "use it with the -venv and pip wheel packages")
+    text = ensurepip.read_text()
+    quoted = re.compile(r"""(['"])/usr/share/python-wheels(/|\1)""")
+    new, count = quoted.subn(lambda m: f"{m[1]}/usr/lib/{interpreter}/envbox-wheels{m[2]}", text)
+    if count == 0:
+        raise BuildError(f"private-wheels: {interpreter}'s ensurepip does not read /usr/share/python-wheels", "drop the private-wheels step for this release")
+    mode = ensurepip.stat().st_mode
+    ensurepip.write_text(new)
+    ensurepip.chmod(mode)
+    shared.rename(private)
+    if not any(shared.parent.iterdir()):
+        shared.parent.rmdir()
+
+
+# The post steps of this module, by their catalog name (postbuild.run_steps dispatches here).
+STEPS = {"console-scripts": console_scripts, "python-own-site": python_own_site, "private-wheels": private_wheels}
