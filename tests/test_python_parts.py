@@ -102,6 +102,11 @@ def test_own_site_leaves_the_host_in_when_the_profile_asked_for_host_site(tmp_pa
 
 
 BULLSEYE_ENSUREPIP = """\
+_PROJECTS = [
+    "setuptools",
+    "pip",
+    "pkg_resources",
+]
 def version():
     wheel_names = glob.glob('/usr/share/python-wheels/pip-*.whl')
 def copy_wheels(wheels, destdir, paths):
@@ -112,26 +117,70 @@ def copy_wheels(wheels, destdir, paths):
 """
 
 
-def test_private_wheels_moves_the_wheels_and_points_ensurepip_at_them(tmp_path):
-    (tmp_path / "usr/lib/python3.9/ensurepip").mkdir(parents=True)
-    (tmp_path / "usr/lib/python3.9/ensurepip/__init__.py").write_text(BULLSEYE_ENSUREPIP)
-    (tmp_path / "usr/share/python-wheels").mkdir(parents=True)
-    (tmp_path / "usr/share/python-wheels/pip-20.3.4-py2.py3-none-any.whl").write_text("w")
-    pythonparts.private_wheels(tmp_path, "python3.9")
-    text = (tmp_path / "usr/lib/python3.9/ensurepip/__init__.py").read_text()
+def ensurepip_layer(tmp_path, text=BULLSEYE_ENSUREPIP, wheels=("pip-20.3.4-py2.py3-none-any.whl", "setuptools-44.1.1-py2.py3-none-any.whl")):
+    lib = tmp_path / "usr/lib/python3.9"
+    (lib / "ensurepip").mkdir(parents=True)
+    (lib / "ensurepip/__init__.py").write_text(text)
+    (lib / pythonparts.WHEELS_DIR).mkdir()
+    for name in wheels:
+        (lib / pythonparts.WHEELS_DIR / name).write_text("w")
+    return lib / "ensurepip/__init__.py"
+
+
+def test_ensurepip_reads_the_parts_own_wheels_and_only_projects_that_have_one(tmp_path):
+    ensurepip = ensurepip_layer(tmp_path)
+    pythonparts.ensurepip_wheels(tmp_path, "python3.9")
+    text = ensurepip.read_text()
     assert "/usr/share/python-wheels" not in text and text.count("'/usr/lib/python3.9/envbox-wheels") == 3
     assert "os.path.join(sys.prefix, 'share', 'python-wheels')" in text  # the venv's own copy
-    assert (tmp_path / "usr/lib/python3.9/envbox-wheels/pip-20.3.4-py2.py3-none-any.whl").read_text() == "w"
-    assert not (tmp_path / "usr/share").exists()
+    assert text.startswith("_PROJECTS = ['setuptools', 'pip']\n")  # setuptools' wheel has pkg_resources
+    compile(text, "ensurepip", "exec")
 
 
-def test_private_wheels_refuses_an_ensurepip_that_reads_elsewhere(tmp_path):
-    (tmp_path / "usr/lib/python3.9/ensurepip").mkdir(parents=True)
-    (tmp_path / "usr/lib/python3.9/ensurepip/__init__.py").write_text("_bundled = 'x'\n")
-    (tmp_path / "usr/share/python-wheels").mkdir(parents=True)
-    with pytest.raises(BuildError, match="does not read"):
-        pythonparts.private_wheels(tmp_path, "python3.9")
-    assert (tmp_path / "usr/share/python-wheels").is_dir()
+@pytest.mark.parametrize("text, wheels, message", [
+    ("_bundled = 'x'\n", ("pip-1-py3-none-any.whl",), "does not read"),
+    (BULLSEYE_ENSUREPIP, ("wheel-1-py3-none-any.whl",), "none of ensurepip's projects"),
+])
+def test_ensurepip_wheels_refuses_what_it_cannot_point(tmp_path, text, wheels, message):
+    ensurepip = ensurepip_layer(tmp_path, text, wheels)
+    with pytest.raises(BuildError, match=message):
+        pythonparts.ensurepip_wheels(tmp_path, "python3.9")
+    assert ensurepip.read_text() == text
+
+
+def test_a_kept_wheel_is_the_file_itself_never_over_a_link_or_a_file(tmp_path):
+    from envbox.sources import wheel
+
+    whl = tmp_path / "pip-20.3.4-py2.py3-none-any.whl"
+    whl.write_bytes(b"PK wheel")
+    root = tmp_path / "layer"
+    root.mkdir()
+    wheel._keep(whl, root, "usr/lib/python3.9/envbox-wheels/" + whl.name)
+    kept = root / "usr/lib/python3.9/envbox-wheels" / whl.name
+    assert kept.read_bytes() == b"PK wheel" and kept.stat().st_mode & 0o777 == 0o644
+    with pytest.raises(BuildError, match="already has"):
+        wheel._keep(whl, root, "usr/lib/python3.9/envbox-wheels/" + whl.name)
+    (root / "usr/share").mkdir()
+    (root / "usr/share/wheels").symlink_to(tmp_path)
+    with pytest.raises(BuildError, match="not a directory"):
+        wheel._keep(whl, root, "usr/share/wheels/" + whl.name)
+    assert not (tmp_path / whl.name).with_suffix(".x").exists() and list(tmp_path.glob("*.whl")) == [whl]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({}, "either map"),
+    ({"map": {"a/": "usr/a/"}, "keep": "usr/w/"}, "either map"),
+    ({"keep": "usr/w"}, "ending in '/'"),
+    ({"keep": "home/w/"}, "usr/, etc/ or opt/"),
+    ({"keep": "usr/../w/"}, "'..'"),
+])
+def test_wheel_sources_take_map_or_keep(spec, message):
+    from envbox.sources import wheel
+
+    base = {"kind": "wheel", "requirement": "pip==20.3.4", "sha256": "0" * 64}
+    with pytest.raises(ValueError, match=message):
+        wheel.check({**base, **spec})
+    wheel.check({**base, "keep": "usr/lib/python3.9/envbox-wheels/"})
 
 
 @pytest.mark.parametrize("version, with_parts, has_own_site", [
@@ -151,5 +200,7 @@ def test_the_pip_parts_write_console_scripts_and_39_has_a_venv_part():
     p27 = pick(SHIPPED, "python", "2.7").select(("pip",))
     assert {"console-scripts": "python2.7"} in p27.post_steps
     p39 = pick(SHIPPED, "python", "3.9").select(("venv",))
-    assert {"private-wheels": "python3.9"} in p39.post_steps
-    assert {"python3.9-venv", "python-pip-whl"} <= set(p39.source["packages"])
+    assert {"ensurepip-wheels": "python3.9"} in p39.post_steps
+    assert "python3.9-venv" in p39.source["packages"] and "python-pip-whl" in p39.source["skip"]
+    assert [(s["requirement"], s["keep"]) for s in p39.sources[1:]] == [
+        ("pip==20.3.4", "usr/lib/python3.9/envbox-wheels/"), ("setuptools==44.1.1", "usr/lib/python3.9/envbox-wheels/")]

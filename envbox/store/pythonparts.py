@@ -1,7 +1,7 @@
 """Post-build steps that finish a Python layer the way Debian's or pip's installer would:
 console scripts for wheels put in place (`pip`), the layer's Python leaving the host's
-dist-packages out even where its `site` module is frozen, and a venv part's wheels kept where
-only this release's ensurepip looks. File edits on the layer tree; nothing runs."""
+dist-packages out even where its `site` module is frozen, and an older ensurepip pointed at
+the venv part's own wheels. File edits on the layer tree; nothing runs."""
 
 from __future__ import annotations
 
@@ -114,31 +114,38 @@ def python_own_site(root: Path, interpreter: str) -> None:
 # ---- a venv part's wheels, private to the release ---------------------------------------------
 
 SHARED_WHEELS = "/usr/share/python-wheels"
+WHEELS_DIR = "envbox-wheels"  # usr/lib/INTERPRETER/envbox-wheels/: the part's `keep:` wheels
+_PROJECTS_RE = re.compile(r"^_PROJECTS = \[([^\]]*)\]", re.M)
 
 
-def private_wheels(root: Path, interpreter: str) -> None:
-    """Move the layer's usr/share/python-wheels to usr/lib/INTERPRETER/envbox-wheels and point
-    its ensurepip there. Over the host's /usr the two wheel dirs merge, and an older suite's
-    ensurepip (bullseye's) asserts exactly one wheel per project: with the host's pip next to
-    its own it fails. Only ensurepip reads the dir (venvs get copies of the wheels)."""
+def ensurepip_wheels(root: Path, interpreter: str) -> None:
+    """Point an older suite's ensurepip (bullseye's reads /usr/share/python-wheels and asserts
+    one wheel per project) at usr/lib/INTERPRETER/envbox-wheels, where the part keeps its pinned
+    wheels: over the host's /usr, the shared dir also shows the host's own pip wheel. Projects
+    it lists without a wheel there (Debian's separate pkg_resources wheel: setuptools' own
+    wheel carries pkg_resources) are left out."""
     root = Path(root)
-    shared = root / SHARED_WHEELS.lstrip("/")
-    private = root / "usr" / "lib" / interpreter / "envbox-wheels"
-    ensurepip = root / "usr" / "lib" / interpreter / "ensurepip" / "__init__.py"
-    if not shared.is_dir() or shared.is_symlink() or not ensurepip.is_file():
-        raise BuildError(f"private-wheels: the layer has no usr/share/python-wheels or no {interpreter} ensurepip", "use it with the -venv and pip wheel packages")
+    lib = root / "usr" / "lib" / interpreter
+    ensurepip, wheels = lib / "ensurepip" / "__init__.py", lib / WHEELS_DIR
+    if not ensurepip.is_file() or wheels.is_symlink() or not wheels.is_dir():
+        raise BuildError(f"ensurepip-wheels: the layer has no {interpreter} ensurepip or no usr/lib/{interpreter}/{WHEELS_DIR}", "use it with the -venv package and wheel sources kept there")
     text = ensurepip.read_text()
     quoted = re.compile(r"""(['"])/usr/share/python-wheels(/|\1)""")
-    new, count = quoted.subn(lambda m: f"{m[1]}/usr/lib/{interpreter}/envbox-wheels{m[2]}", text)
+    text, count = quoted.subn(lambda m: f"{m[1]}/usr/lib/{interpreter}/{WHEELS_DIR}{m[2]}", text)
     if count == 0:
-        raise BuildError(f"private-wheels: {interpreter}'s ensurepip does not read /usr/share/python-wheels", "drop the private-wheels step for this release")
+        raise BuildError(f"ensurepip-wheels: {interpreter}'s ensurepip does not read {SHARED_WHEELS}", "drop the ensurepip-wheels step for this release")
+    have = {w.name.split("-")[0].lower() for w in wheels.glob("*.whl")}
+    listed = _PROJECTS_RE.search(text)
+    if listed:
+        names = re.findall(r"""['"]([A-Za-z0-9_.-]+)['"]""", listed[1])
+        kept = [n for n in names if n.lower() in have]
+        if not kept:
+            raise BuildError(f"ensurepip-wheels: none of ensurepip's projects ({', '.join(names)}) has a wheel in {WHEELS_DIR}", "add the wheels to the part's sources")
+        text = text[:listed.start()] + "_PROJECTS = [" + ", ".join(repr(n) for n in kept) + "]" + text[listed.end():]
     mode = ensurepip.stat().st_mode
-    ensurepip.write_text(new)
+    ensurepip.write_text(text)
     ensurepip.chmod(mode)
-    shared.rename(private)
-    if not any(shared.parent.iterdir()):
-        shared.parent.rmdir()
 
 
 # The post steps of this module, by their catalog name (postbuild.run_steps dispatches here).
-STEPS = {"console-scripts": console_scripts, "python-own-site": python_own_site, "private-wheels": private_wheels}
+STEPS = {"console-scripts": console_scripts, "python-own-site": python_own_site, "ensurepip-wheels": ensurepip_wheels}
