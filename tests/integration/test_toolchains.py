@@ -108,9 +108,9 @@ def test_python_27_pip_user_site_and_virtualenv(root_env):
     assert out.splitlines() == [pip, pip, pip, "21.4.0 True", "2.7.18 1.16.0", "/usr/bin/python3"], out
 
 
-def test_python_39_venv_and_pip_install_of_a_wheel(root_env):
-    """bullseye's ensurepip with bullseye's pip wheels (kept apart from the host's pip wheel)."""
-    env = root_env
+def test_python_39_venv_and_pip_install_of_a_wheel(env):
+    """bullseye's ensurepip with the pip and setuptools wheels of bullseye's versions (PyPI's,
+    kept apart from the host's pip wheel); root and rootless."""
     shared_cache(env)
     env.write_profile("p39", 'command: [sh, -c]\ntools:\n  python: {version: "3.9", with: [venv]}\n')
     out = launch(env, "p39", (
@@ -122,10 +122,9 @@ def test_python_39_venv_and_pip_install_of_a_wheel(root_env):
     assert out.splitlines() == ["3.9.2", "False", "pip 20.3.4", "3.9.2 1.16.0 True"], out
 
 
-def test_python_311_leaves_the_hosts_dist_packages_out_unless_host_site(root_env):
+def test_python_311_leaves_the_hosts_dist_packages_out_unless_host_site(env):
     """3.11 is the host's own version with a frozen site: the layer's own-site .pth drops the
-    host's dir; with host-site it stays, and the host's packages import."""
-    env = root_env
+    host's dir; with host-site it stays, and the host's packages import. Root and rootless."""
     shared_cache(env)
     host = "/usr/lib/python3/dist-packages"
     # a package of the host's that the host's python3.11 imports (whichever is installed)
