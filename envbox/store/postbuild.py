@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from envbox import helper
-from envbox.store import pythonparts
 from envbox.core import sandboxargs
 from envbox.core.catalog import GCC_RUNTIME, PYTHON_NAME, check_steps
 from envbox.core.errors import BuildError
+from envbox.store import pythonparts
 
 if TYPE_CHECKING:
     from envbox.sources import BuildContext
