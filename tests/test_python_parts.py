@@ -14,7 +14,7 @@ from envbox.sources import checks
 from envbox.store import pythonparts
 
 SHIPPED = load_catalog((builtin_dir(),), checks())
-HOST_PY = "/usr/bin/python3.11"  # Debian's, whose site adds /usr/lib/python3/dist-packages
+HOST_PY = "/usr/bin/python3"  # Debian's (3.11 on bookworm, 3.13 on trixie): its site adds /usr/lib/python3/dist-packages
 
 # pip 20.3.4's and setuptools 44.1.1's own entry_points.txt: built under 3.8, so they name
 # pip3, pip3.8 and easy_install-3.8.
@@ -76,7 +76,7 @@ def test_console_scripts_never_replace_a_program_of_the_packages(tmp_path):
 
 
 def own_site_sys_path(tmp_path, interpreter="python3.11"):
-    """sys.path of the host's Debian 3.11 once site has also read the layer's versioned
+    """sys.path of the host's Debian python3 once site has also read the layer's versioned
     dist-packages (as it does last, after /usr/lib/python3/dist-packages)."""
     own = tmp_path / "usr/lib" / interpreter / "dist-packages"
     code = f"import site, sys; site.addsitedir({str(own)!r}); print('\\n'.join(sys.path))"
@@ -84,7 +84,7 @@ def own_site_sys_path(tmp_path, interpreter="python3.11"):
     return out.splitlines()
 
 
-@pytest.mark.skipif(not __import__("os").path.exists(HOST_PY), reason="needs Debian's python3.11 (tests/run installs it)")
+@pytest.mark.skipif(not __import__("os").path.exists(HOST_PY), reason="needs Debian's python3")
 def test_own_site_takes_the_hosts_dist_packages_off_sys_path(tmp_path):
     assert pythonparts.HOST_DIST in own_site_sys_path(tmp_path)  # the frozen site added it
     pythonparts.python_own_site(tmp_path, "python3.11")

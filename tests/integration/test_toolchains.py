@@ -127,9 +127,10 @@ def test_python_311_leaves_the_hosts_dist_packages_out_unless_host_site(env):
     host's dir; with host-site it stays, and the host's packages import. Root and rootless."""
     shared_cache(env)
     host = "/usr/lib/python3/dist-packages"
-    # a package of the host's that the host's python3.11 imports (whichever is installed)
+    # a pure-Python package of the host's that the host's python3 imports (whichever is installed)
     mod = next(p for p in sorted(os.listdir(host)) if p.isidentifier() and os.path.exists(f"{host}/{p}/__init__.py")
-               and subprocess.run(["/usr/bin/python3.11", "-c", f"import {p}"], capture_output=True).returncode == 0)
+               and not any(f.endswith(".so") for _, _, files in os.walk(f"{host}/{p}") for f in files)
+               and subprocess.run(["/usr/bin/python3", "-c", f"import {p}"], capture_output=True).returncode == 0)
     env.write_profile("own", 'command: [sh, -c]\ntools:\n  python: "3.11"\n')
     env.write_profile("host", 'command: [sh, -c]\ntools:\n  python: {version: "3.11", with: [host-site]}\n')
     check = ("for f in '' -I; do python3 $f -c 'import sys; print(sys.version.split()[0], \"/usr/lib/python3/dist-packages\" in sys.path)'; done"
