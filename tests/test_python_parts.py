@@ -75,12 +75,12 @@ def test_console_scripts_never_replace_a_program_of_the_packages(tmp_path):
     assert (tmp_path / "usr/bin/pip2").read_text() == "#!/bin/sh\n"
 
 
-def own_site_sys_path(tmp_path, interpreter="python3.11"):
+def own_site_sys_path(tmp_path, interpreter="python3.11", executable=HOST_PY):
     """sys.path of the host's Debian python3 once site has also read the layer's versioned
     dist-packages (as it does last, after /usr/lib/python3/dist-packages)."""
     own = tmp_path / "usr/lib" / interpreter / "dist-packages"
     code = f"import site, sys; site.addsitedir({str(own)!r}); print('\\n'.join(sys.path))"
-    out = subprocess.run([HOST_PY, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return out.splitlines()
 
 
@@ -91,6 +91,15 @@ def test_own_site_takes_the_hosts_dist_packages_off_sys_path(tmp_path):
     path = own_site_sys_path(tmp_path)
     assert pythonparts.HOST_DIST not in path and "/usr/lib/python3.11" in path
     assert not any(p.startswith(pythonparts.HOST_DIST + "/") for p in path)
+
+
+@pytest.mark.skipif(not __import__("os").path.exists(HOST_PY), reason="needs Debian's python3")
+def test_without_the_python3_part_the_hosts_python3_keeps_the_hosts_packages(tmp_path):
+    """Debian 12's python3 is 3.11: the 3.11 layer's binary runs for the host's python3 scripts."""
+    pythonparts.python_own_site(tmp_path, "python3.11", provides_python3=False)
+    assert pythonparts.HOST_DIST in own_site_sys_path(tmp_path, executable=HOST_PY)
+    versioned = __import__("os").path.realpath(HOST_PY)  # the same binary by its versioned name
+    assert pythonparts.HOST_DIST not in own_site_sys_path(tmp_path, executable=versioned)
 
 
 def test_own_site_leaves_the_host_in_when_the_profile_asked_for_host_site(tmp_path):

@@ -25,8 +25,9 @@ LAYER_PATH = "/usr/bin:/bin"  # inside the namespace: the layer's programs, then
 SANDBOX_FILE = str(Path(__file__).resolve().parent.parent / "runtime" / "sandbox.py")
 
 
-def run_steps(steps: Sequence[Any], root: Path, ctx: BuildContext) -> None:
-    """Run each step of a release's `post:` list on the layer at root."""
+def run_steps(steps: Sequence[Any], root: Path, ctx: BuildContext, *, links: Mapping[str, str] = {}) -> None:
+    """Run each step of a release's `post:` list on the layer at root; links are the symlinks
+    the store makes in the layer afterwards (layer path -> target)."""
     try:
         check_steps(list(steps))
     except ValueError as exc:
@@ -40,6 +41,8 @@ def run_steps(steps: Sequence[Any], root: Path, ctx: BuildContext) -> None:
             python_site(root, arg)
         elif kind == "gcc-private-runtime":
             gcc_private_runtime(root, *re.fullmatch(GCC_RUNTIME, arg).groups())
+        elif kind == "python-own-site":
+            pythonparts.python_own_site(root, arg, provides_python3="usr/bin/python3" in links)
         elif kind in pythonparts.STEPS:
             pythonparts.STEPS[kind](root, arg)
         else:

@@ -96,19 +96,24 @@ def _write_script(path: Path, text: str) -> None:
 # which ignore PYTHON_FROZEN_MODULES. Debian's frozen site adds the host's dir before the
 # layer's versioned one, whose .pth files run last: this takes the host's dir (and what its
 # .pth files added below it) off sys.path again, before any program's import.
-_OWN_SITE_LINE = (
-    "import sys; sys.path[:] = [p for p in sys.path if p.rstrip('/') != {d!r} and not p.startswith({d!r} + '/')]\n"
-)
+_KEPT = "[p for p in sys.path if p.rstrip('/') != {d!r} and not p.startswith({d!r} + '/')]"
+# Without the python3 part, /usr/bin/python3 stays the host's: where that is this same version
+# (3.11 on Debian 12) it runs this layer's binary, and the host's `#!/usr/bin/python3` scripts
+# need the host's packages. Started by that name (sys.executable keeps it), nothing is dropped.
+_AS_PYTHON3 = "os.path.basename(sys.executable) == 'python3'"
 
 
-def python_own_site(root: Path, interpreter: str) -> None:
+def python_own_site(root: Path, interpreter: str, *, provides_python3: bool = True) -> None:
     """The layer's Python drops the host's /usr/lib/python3/dist-packages from sys.path at
-    start-up, unless the host-site part (whose step runs before the release's own) asked for it."""
+    start-up, unless the host-site part (whose step runs before the release's own) asked for it,
+    or (without provides_python3) it was started as the host's python3."""
     own = Path(root) / "usr" / "lib" / interpreter / "dist-packages"
     own.mkdir(parents=True, exist_ok=True)
     if (own / HOST_SITE_PTH).exists():
         return
-    (own / OWN_SITE_PTH).write_text(_OWN_SITE_LINE.format(d=HOST_DIST))
+    kept = _KEPT.format(d=HOST_DIST)
+    line = f"import sys; sys.path[:] = {kept}\n" if provides_python3 else f"import os, sys; sys.path[:] = sys.path if {_AS_PYTHON3} else {kept}\n"
+    (own / OWN_SITE_PTH).write_text(line)
 
 
 # ---- a venv part's wheels, private to the release ---------------------------------------------
@@ -148,4 +153,4 @@ def ensurepip_wheels(root: Path, interpreter: str) -> None:
 
 
 # The post steps of this module, by their catalog name (postbuild.run_steps dispatches here).
-STEPS = {"console-scripts": console_scripts, "python-own-site": python_own_site, "ensurepip-wheels": ensurepip_wheels}
+STEPS = {"console-scripts": console_scripts, "ensurepip-wheels": ensurepip_wheels}  # python-own-site: postbuild passes the links

@@ -137,6 +137,11 @@ def test_python_311_leaves_the_hosts_dist_packages_out_unless_host_site(env):
              f"; python3 -c 'import {mod}' 2>/dev/null && echo host-module || echo no-host-module")
     assert launch(env, "own", check).splitlines() == ["3.11.2 False", "3.11.2 False", "no-host-module"], mod
     assert launch(env, "host", check).splitlines() == ["3.11.2 True", "3.11.2 True", "host-module"], mod
+    # Without the python3 part, /usr/bin/python3 is the host's (on Debian 12 the same 3.11
+    # binary): host scripts run by it keep the host's packages; `python` is the release's.
+    env.write_profile("keep3", 'command: [sh, -c]\ntools:\n  python: {version: "3.11", without: [python3]}\n')
+    both = "for p in python python3; do $p -c 'import sys; print(\"/usr/lib/python3/dist-packages\" in sys.path)'; done"
+    assert launch(env, "keep3", both).splitlines() == ["False", "True"]
 
 
 def test_without_python3_the_host_python3_stays(env):
