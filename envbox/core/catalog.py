@@ -327,7 +327,7 @@ def pick(catalog: Catalog, tool: str, constraint: str) -> Release:
 
 # ---- the steps named in a release's `post:` (run by envbox.store.postbuild) ------------------
 
-STEP_KINDS = ("pycompile", "python-site", "python-host-site", "gcc-private-runtime")
+STEP_KINDS = ("pycompile", "python-site", "python-host-site", "python-own-site", "console-scripts", "ensurepip-wheels", "gcc-private-runtime")
 PYTHON_NAME = r"python([23])\.([0-9]{1,2})"  # an interpreter a pycompile step names
 GCC_RUNTIME = r"([0-9]{1,2})@([a-z0-9][a-z0-9._-]{0,63})"  # gcc-private-runtime: MAJOR@PRIVATE_TAG
 

@@ -71,9 +71,10 @@ def read_parts(parts: Any, source: dict, fail, line: int, source_checks: Mapping
         if ("packages" in part or "skip" in part) and source.get("kind") != "deb":
             raise fail(at, f"{what}: parts.{name}: packages and skip are for deb sources")
         try:
-            for key in ("packages", "skip"):
-                if key in part:
-                    source_checks["deb"]({"kind": "deb", "suite": source.get("suite"), "packages": ["x"], key: part[key]} if key == "skip" else {"kind": "deb", "suite": source.get("suite"), "packages": part[key]})
+            if "packages" in part or "skip" in part:
+                # A part may only skip (its packages then are the release's own).
+                source_checks["deb"]({"kind": "deb", "suite": source.get("suite"), "packages": part.get("packages", source.get("packages")),
+                                      "skip": part.get("skip", [])})
             check_steps(part.get("post", []))
             sources = part.get("sources", [])
             if not isinstance(sources, list):

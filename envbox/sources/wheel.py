@@ -3,6 +3,9 @@
     source: {kind: wheel, requirement: "cmake==4.4.5", sha256: <hex of the .whl>,
              platform: manylinux_x86_64, map: {"cmake/data/bin/": "usr/bin/"}}
 
+or, with `keep: DIR/` instead of `map`, the .whl file itself is put in the layer's DIR (for an
+ensurepip or a seeder that installs from wheel files).
+
 Only wheels: an sdist would mean running its build code. Nothing in the wheel runs; its RECORD
 hashes are checked against what was extracted.
 """
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
     from envbox.sources.extract import Extracted
 
 KIND = "wheel"
-KEYS = ("kind", "requirement", "sha256", "platform", "map", "index")
+KEYS = ("kind", "requirement", "sha256", "platform", "map", "keep", "index")
 DEFAULT_INDEX = "https://pypi.org/pypi"
 DEFAULT_PLATFORM = "manylinux_x86_64"
 # manylinux1/2010/2014 are aliases for glibc 2.5, 2.12 and 2.17 (PEP 600).
@@ -37,10 +40,18 @@ _PLATFORM_RE = re.compile(r"[a-z0-9_]+")
 
 
 def check(spec: Mapping[str, Any]) -> None:
-    check_keys(spec, KEYS, ("requirement", "sha256", "map"))
+    check_keys(spec, KEYS, ("requirement", "sha256"))
     parse_requirement(spec["requirement"])
     check_sha256(spec["sha256"])
-    check_layer_map(spec["map"])
+    if ("map" in spec) == ("keep" in spec):
+        raise ValueError("a wheel source needs either map (extract it) or keep (the .whl file in a directory)")
+    if "keep" in spec:
+        keep = spec["keep"]
+        if not isinstance(keep, str) or not keep.endswith("/"):
+            raise ValueError(f"keep must be a layer directory ending in '/' such as usr/share/wheels/, not {keep!r}")
+        check_layer_map({"x/": keep})
+    else:
+        check_layer_map(spec["map"])
     platform = spec.get("platform", DEFAULT_PLATFORM)
     if not isinstance(platform, str) or not _PLATFORM_RE.fullmatch(platform):
         raise ValueError(f"platform must be a wheel platform tag like manylinux_x86_64, not {platform!r}")
@@ -112,11 +123,39 @@ def build(spec: Mapping[str, Any], ctx: BuildContext) -> tuple[Artifact, ...]:
         _check_file(filename, want, spec["sha256"], ctx.pins)
         got = fetch.fetch(url, ctx.downloads, name=filename, sha256=spec["sha256"], progress=fetch.line_progress(filename, ctx.progress))
     _check_file(got.name, want, spec["sha256"], ctx.pins)
+    if "keep" in spec:
+        _keep(got.path, ctx.root, spec["keep"] + got.name)
+        return (Artifact(got.name, got.url, got.sha256, got.size),)
     ctx.progress(f"extracting {got.name}")
     result = ex.extract(got.path, ctx.root, fmt="zip", mapping=spec["map"], label=got.name)
     check_record(got.path, got.name, result)
     check_tops(ctx.root, got.name)
     return (Artifact(got.name, got.url, got.sha256, got.size),)
+
+
+def _keep(wheel: Path, root: Path, dest: str) -> None:
+    """Copy the verified .whl to root/dest; every directory on the way is created or is a real
+    directory (never a link another source put there), and the file never exists yet."""
+    from envbox.sources.specs import normalise
+
+    try:
+        normalise(dest)
+    except ValueError as exc:
+        raise BuildError(f"wheel keep path {dest!r} {exc}", "fix the release's keep: directory") from None
+    where = Path(root)
+    for part in dest.split("/")[:-1]:
+        where = where / part
+        if where.is_symlink() or (where.exists() and not where.is_dir()):
+            raise BuildError(f"wheel keep path: {where.relative_to(root)} in the layer is not a directory", "keep the wheel in a directory of its own")
+        where.mkdir(exist_ok=True)
+    target = where / dest.split("/")[-1]
+    try:
+        with open(wheel, "rb") as src, open(target, "xb") as out:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+    except FileExistsError:
+        raise BuildError(f"wheel keep path: the layer already has {dest}", "two sources keep the same wheel") from None
+    target.chmod(0o644)
 
 
 def _check_file(filename: str, want: str, sha256: str, pins: Mapping[str, str]) -> None:

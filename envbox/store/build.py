@@ -37,7 +37,7 @@ def recipe_for(item: Resolved, paths: Paths, pins: dict[str, str], progress: Cal
         if release.post_steps:
             from envbox.store import postbuild
 
-            postbuild.run_steps(release.post_steps, root, ctx)
+            postbuild.run_steps(release.post_steps, root, ctx, links=dict(release.links))
         return artifacts
 
     return Recipe(key, release.label(), release.tool, release.version, release.links, fill)

@@ -14,6 +14,7 @@ from envbox import helper
 from envbox.core import sandboxargs
 from envbox.core.catalog import GCC_RUNTIME, PYTHON_NAME, check_steps
 from envbox.core.errors import BuildError
+from envbox.store import pythonparts
 
 if TYPE_CHECKING:
     from envbox.sources import BuildContext
@@ -24,8 +25,9 @@ LAYER_PATH = "/usr/bin:/bin"  # inside the namespace: the layer's programs, then
 SANDBOX_FILE = str(Path(__file__).resolve().parent.parent / "runtime" / "sandbox.py")
 
 
-def run_steps(steps: Sequence[Any], root: Path, ctx: BuildContext) -> None:
-    """Run each step of a release's `post:` list on the layer at root."""
+def run_steps(steps: Sequence[Any], root: Path, ctx: BuildContext, *, links: Mapping[str, str] = {}) -> None:
+    """Run each step of a release's `post:` list on the layer at root; links are the symlinks
+    the store makes in the layer afterwards (layer path -> target)."""
     try:
         check_steps(list(steps))
     except ValueError as exc:
@@ -39,6 +41,10 @@ def run_steps(steps: Sequence[Any], root: Path, ctx: BuildContext) -> None:
             python_site(root, arg)
         elif kind == "gcc-private-runtime":
             gcc_private_runtime(root, *re.fullmatch(GCC_RUNTIME, arg).groups())
+        elif kind == "python-own-site":
+            pythonparts.python_own_site(root, arg, provides_python3="usr/bin/python3" in links)
+        elif kind in pythonparts.STEPS:
+            pythonparts.STEPS[kind](root, arg)
         else:
             python_host_site(root, arg)
 
@@ -50,7 +56,7 @@ def run_steps(steps: Sequence[Any], root: Path, ctx: BuildContext) -> None:
 # Debian's site.py also searches (its "deprecated" per-version dir), so the layer's python sees
 # its own packages (and user/local site dirs), not the host's.
 _SITE_SHARED_RE = re.compile(r'os\.path\.join\(prefix, "lib",\s*"python3",\s*"dist-packages"\)')
-HOST_SITE_PTH = "envbox-host-site.pth"
+HOST_SITE_PTH = pythonparts.HOST_SITE_PTH
 
 
 def python_site(root: Path, interpreter: str) -> None:

@@ -24,6 +24,10 @@ HELLO_CPP = """#include <iostream>
 int main() { std::vector<int> v{1, 2, 3, 4}; std::cout << "sum=" << std::accumulate(v.begin(), v.end(), 0) << " gcc=" << __GNUC__ << std::endl; }
 """
 HELLO_JAVA = 'public class Hello { public static void main(String[] a) { System.out.println("java " + System.getProperty("java.specification.version") + " " + java.util.List.of(1, 2).size()); } }\n'
+# TLS with the JDK's cacerts = the host's keystore (ca-certificates-java), through this machine's
+# TLS-inspecting proxy (its CA is in the host's store), with no -D option or variable.
+TLS_JAVA = ('public class Tls { public static void main(String[] a) throws Exception { System.out.println("tls " + '
+            '((java.net.HttpURLConnection) java.net.URI.create(a[0]).toURL().openConnection()).getResponseCode()); } }\n')
 HELLO_GO = 'package main\n\nimport (\n\t"fmt"\n\t"runtime"\n\t"sort"\n)\n\nfunc main() {\n\ts := []int{3, 1, 2}\n\tsort.Ints(s)\n\tfmt.Println("go", runtime.Version(), s)\n}\n'
 GEMFILE = 'source "https://rubygems.org"\n'
 
@@ -35,9 +39,10 @@ FAMILIES = {
         ["sum=10 gcc={v}", "/usr/bin/x86_64-linux-gnu-gcc-{v}"],
     ),
     "java": (
-        {"Hello.java": HELLO_JAVA},
-        "cd $W && javac -J-XX:-UsePerfData -d out-$V Hello.java && java -XX:-UsePerfData -cp out-$V Hello && readlink -f /usr/bin/java",
-        ["java {v} 2", "/usr/lib/jvm/java-{v}-openjdk-amd64/bin/java"],
+        {"Hello.java": HELLO_JAVA, "Tls.java": TLS_JAVA},
+        "cd $W && javac -J-XX:-UsePerfData -d out-$V Hello.java Tls.java && java -XX:-UsePerfData -cp out-$V Hello && readlink -f /usr/bin/java"
+        " && java -XX:-UsePerfData -cp out-$V Tls https://pypi.org/simple/six/",
+        ["java {v} 2", "/usr/lib/jvm/java-{v}-openjdk-amd64/bin/java", "tls 200"],
     ),
     "ruby": (
         {"Gemfile": GEMFILE},

@@ -82,11 +82,13 @@ def test_python_313_venv_pip_and_a_c_extension_against_the_layers_headers(root_e
     (env.home / "setup.py").write_text('from setuptools import setup, Extension\nsetup(name="spam", ext_modules=[Extension("spam", ["spam.c"])])\n')
     out = launch(env, "p313", (
         "python3 -c 'import sys; print(sys.version.split()[0]); print(\"/usr/lib/python3/dist-packages\" in sys.path)'"
+        # -I ignores PYTHON_FROZEN_MODULES: the frozen site adds the host's dir, own-site drops it
+        " && python3 -I -c 'import sys; print(\"/usr/lib/python3/dist-packages\" in sys.path)'"
         " && python3 -m venv v && v/bin/pip install -q --disable-pip-version-check setuptools==80.9.0"
         " && v/bin/python setup.py -q build_ext -i >/dev/null 2>&1"
         " && v/bin/python -c 'import spam, setuptools; print(spam.hello(), setuptools.__version__)'"
     ), timeout=900)
-    assert out.splitlines() == ["3.13.5", "False", "cext 3.13.5 80.9.0"], out
+    assert out.splitlines() == ["3.13.5", "False", "False", "cext 3.13.5 80.9.0"], out
 
 
 def test_python_27_pip_user_site_and_virtualenv(root_env):
@@ -94,13 +96,52 @@ def test_python_27_pip_user_site_and_virtualenv(root_env):
     shared_cache(env)
     env.write_profile("p27", 'command: [sh, -c]\ntools:\n  python: {version: "2.7", with: [pip, virtualenv]}\n')
     out = launch(env, "p27", (
-        "python -m pip install -q --user attrs==21.4.0 2>/dev/null"
+        # pip on PATH is the layer's, under 2.7 (not the host's Python 3 pip at /usr/bin/pip)
+        "for p in pip pip2 pip2.7; do $p --version 2>/dev/null; done"
+        " && pip install -q --user attrs==21.4.0 2>/dev/null"
         " && python -c 'import attr; print(\"%s %s\" % (attr.__version__, attr.__file__.startswith(\"'\"$HOME\"'/.local\")))'"
-        " && python -m virtualenv -q ve && ve/bin/pip install -q six==1.16.0 2>/dev/null"
+        " && virtualenv -q ve && ve/bin/pip install -q six==1.16.0 2>/dev/null"
         " && ve/bin/python -c 'import sys, six; print(\"%s %s\" % (sys.version.split()[0], six.__version__))'"
         " && command -v python3"
     ), timeout=900)
-    assert out.splitlines() == ["21.4.0 True", "2.7.18 1.16.0", "/usr/bin/python3"], out
+    pip = "pip 20.3.4 from /usr/lib/python2.7/dist-packages/pip (python 2.7)"
+    assert out.splitlines() == [pip, pip, pip, "21.4.0 True", "2.7.18 1.16.0", "/usr/bin/python3"], out
+
+
+def test_python_39_venv_and_pip_install_of_a_wheel(env):
+    """bullseye's ensurepip with the pip and setuptools wheels of bullseye's versions (PyPI's,
+    kept apart from the host's pip wheel); root and rootless."""
+    shared_cache(env)
+    env.write_profile("p39", 'command: [sh, -c]\ntools:\n  python: {version: "3.9", with: [venv]}\n')
+    out = launch(env, "p39", (
+        "python3 -c 'import sys; print(sys.version.split()[0]); print(\"/usr/lib/python3/dist-packages\" in sys.path)'"
+        " && python3 -m venv v && v/bin/pip --version | cut -d' ' -f1,2"
+        " && v/bin/pip install -q --disable-pip-version-check six==1.16.0"
+        " && v/bin/python -c 'import sys, six; print(sys.version.split()[0], six.__version__, six.__file__.startswith(sys.prefix))'"
+    ), timeout=900)
+    assert out.splitlines() == ["3.9.2", "False", "pip 20.3.4", "3.9.2 1.16.0 True"], out
+
+
+def test_python_311_leaves_the_hosts_dist_packages_out_unless_host_site(env):
+    """3.11 is the host's own version with a frozen site: the layer's own-site .pth drops the
+    host's dir; with host-site it stays, and the host's packages import. Root and rootless."""
+    shared_cache(env)
+    host = "/usr/lib/python3/dist-packages"
+    # a pure-Python package of the host's that the host's python3 imports (whichever is installed)
+    mod = next(p for p in sorted(os.listdir(host)) if p.isidentifier() and os.path.exists(f"{host}/{p}/__init__.py")
+               and not any(f.endswith(".so") for _, _, files in os.walk(f"{host}/{p}") for f in files)
+               and subprocess.run(["/usr/bin/python3", "-c", f"import {p}"], capture_output=True).returncode == 0)
+    env.write_profile("own", 'command: [sh, -c]\ntools:\n  python: "3.11"\n')
+    env.write_profile("host", 'command: [sh, -c]\ntools:\n  python: {version: "3.11", with: [host-site]}\n')
+    check = ("for f in '' -I; do python3 $f -c 'import sys; print(sys.version.split()[0], \"/usr/lib/python3/dist-packages\" in sys.path)'; done"
+             f"; python3 -c 'import {mod}' 2>/dev/null && echo host-module || echo no-host-module")
+    assert launch(env, "own", check).splitlines() == ["3.11.2 False", "3.11.2 False", "no-host-module"], mod
+    assert launch(env, "host", check).splitlines() == ["3.11.2 True", "3.11.2 True", "host-module"], mod
+    # Without the python3 part, /usr/bin/python3 is the host's (on Debian 12 the same 3.11
+    # binary): host scripts run by it keep the host's packages; `python` is the release's.
+    env.write_profile("keep3", 'command: [sh, -c]\ntools:\n  python: {version: "3.11", without: [python3]}\n')
+    both = "for p in python python3; do $p -c 'import sys; print(\"/usr/lib/python3/dist-packages\" in sys.path)'; done"
+    assert launch(env, "keep3", both).splitlines() == ["False", "True"]
 
 
 def test_without_python3_the_host_python3_stays(env):
