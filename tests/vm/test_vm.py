@@ -149,23 +149,37 @@ class _Prefixed:
         sys.stdout.flush()
 
 
-def staged(suite: str) -> vm.Result:
-    """One boot per suite for the staged tests (an install costs minutes under TCG): the
-    project's suite as root, then the guest tests as envboxtest in a login session
-    (tests/vm/guest/stage.sh). The first call starts every suite's boot at once: two guests
-    on this 2-core machine take ~13 min together, one after the other ~20."""
+# What a guest without systemd runs: everything where the cgroup2 backend itself matters (in CI
+# on bookworm only: its 6.1 kernel is the older one; --vm-full: both suites and ROOT_TESTS).
+PLAIN_TESTS = ROOT_TESTS if FULL else " ".join((
+    "tests/integration/test_cgroups_v1.py", "tests/integration/test_clone_into_cgroup.py", "tests/vm/guest_tests"))
+PLAIN_SUITES = SUITES if FULL else [s for s in SUITES if s == "bookworm"]
+
+
+def _boots() -> dict:
+    """Every guest of the stage, started at once on first use (an install costs minutes under
+    TCG, and guests booted together finish sooner than one after the other): per suite, one
+    staged boot (the project's suite as root, then the guest tests as envboxtest in a login
+    session, tests/vm/guest/stage.sh) and the guest without systemd."""
     if not _staged:
         from concurrent.futures import ThreadPoolExecutor
 
         if vm.why_cannot_boot() is None and not os.environ.get("ENVBOX_IN_VM"):
             _build_images()
             vm.ensure_wheels()
-        pool = ThreadPoolExecutor(len(SUITES))
-        for name in SUITES:
-            cmd = f"tests/vm/guest/stage.sh '{MARK}' '{ROOT_TESTS}' root user"
-            _staged[name] = pool.submit(boot, name, cmd, stream=_Prefixed(f"[{name}] "))
+        jobs = {(name, "systemd"): (f"tests/vm/guest/stage.sh '{MARK}' '{ROOT_TESTS}' root user pidsonly", {})
+                for name in SUITES}
+        jobs.update({(name, "plain"): (f"tests/run -q -m '{MARK}' -rs --junitxml=/mnt/io/junit.xml {PLAIN_TESTS}", {"init": "plain"})
+                     for name in PLAIN_SUITES})
+        pool = ThreadPoolExecutor(len(jobs))
+        for (name, init), (cmd, kw) in jobs.items():
+            _staged[name, init] = pool.submit(boot, name, cmd, stream=_Prefixed(f"[{name} {init}] "), **kw)
         pool.shutdown(wait=False)
-    result = _staged[suite].result()
+    return _staged
+
+
+def staged(suite: str) -> vm.Result:
+    result = _boots()[suite, "systemd"].result()
     assert result.facts["init"] == "systemd" and result.facts["cgroup"] == "cgroup2fs", result.facts
     return result
 
@@ -201,12 +215,10 @@ def test_user_manager_in_a_login_session(suite):
                                    "test_hundred_layers", "test_no_envbox_units_remain"))
 
 
-@pytest.mark.skip(reason="harness gap: Delegate=pids on user@.service still leaves memory in the user manager's "
-                         "cgroup.controllers (its siblings' accounting enables it in user-UID.slice), so envbox rightly "
-                         "gets memory; a user manager without memory needs another set-up (see the VM report)")
 @pytest.mark.parametrize("suite", SUITES)
 def test_user_manager_delegating_only_pids_fails_closed(suite):
-    """user@.service with Delegate=pids only: a memory limit is refused (125, naming memory),
+    """A user manager with only pids delegated (Delegate=pids, memory accounting off): a memory
+    limit is refused (125, naming memory),
     runs with the warned override, and leaves no cgroup."""
     out = part(staged(suite), "pidsonly").output
     assert "delegated: pids" in out and "memory" not in out.split("delegated:")[1].splitlines()[0], out
@@ -217,14 +229,15 @@ def test_user_manager_delegating_only_pids_fails_closed(suite):
     assert "Traceback" not in out, out
 
 
-@pytest.mark.skipif(not FULL, reason="part of tests/run --vm-full: a third boot does not fit CI's 35-minute VM budget here")
 @pytest.mark.parametrize("suite", SUITES)
 def test_cgroup2_without_systemd_as_root(suite):
     """No manager owns the tree (init= a shell script; cgroup2 with memory, pids and cpu
     enabled in the root): envbox makes its own subtree, clones the init into its cgroup and
     counts OOM kills from memory.events."""
-    cmd = f"tests/run -q -m '{MARK}' -rs --junitxml=/mnt/io/junit.xml {ROOT_TESTS}"
-    result = boot(suite, cmd, init="plain")
+    if suite not in PLAIN_SUITES:
+        pytest.skip(f"part of tests/run --vm-full: CI boots the guest without systemd on {' and '.join(PLAIN_SUITES)} only")
+    result = _boots()[suite, "plain"].result()
     assert result.facts["init"] != "systemd", result.facts
     assert_green(result, must_run=("test_v2_oom_kills_the_whole_group", "test_v2_fork_loop_stops_at_the_pids_cap",
-                                   "test_memory_cap_kills_and_is_reported_with_137", "test_limits_are_in_the_apps_own_cgroup"))
+                                   "test_memory_cap_kills_and_is_reported_with_137", "test_limits_are_in_the_apps_own_cgroup",
+                                   "test_init_and_app_are_born_in_the_v2_cgroup"))
