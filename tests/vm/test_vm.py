@@ -218,8 +218,7 @@ def test_user_manager_in_a_login_session(suite):
 @pytest.mark.parametrize("suite", SUITES)
 def test_user_manager_delegating_only_pids_fails_closed(suite):
     """A user manager with only pids delegated (Delegate=pids, memory accounting off): a memory
-    limit is refused (125, naming memory),
-    runs with the warned override, and leaves no cgroup."""
+    limit is refused (125, naming memory), runs with the warned override, and leaves no cgroup."""
     out = part(staged(suite), "pidsonly").output
     assert "delegated: pids" in out and "memory" not in out.split("delegated:")[1].splitlines()[0], out
     assert "refused-rc=125" in out, out
