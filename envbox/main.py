@@ -40,6 +40,11 @@ def reopen_closed_streams() -> tuple[int, ...]:
 def main() -> None:
     closed = reopen_closed_streams()
     argv = sys.argv[1:]
+    tap = None
+    if os.environ.get("GIO_LAUNCHED_DESKTOP_FILE") or os.environ.get("ENVBOX_NOTIFY"):
+        from envbox import notify  # started from a menu: an error must not go unseen
+
+        tap = notify.install()
     if argv[:1] in (["launch"], ["run"]):
         from envbox.runtime import plancache as fastpath
 
@@ -49,10 +54,15 @@ def main() -> None:
             # clean-up) between the app's exit and ours.
             sys.stdout.flush()
             sys.stderr.flush()
+            if tap is not None:
+                notify.report(tap, code)
             os._exit(code)
     from envbox.cli.commands import run_cli
 
-    sys.exit(run_cli(argv, closed_fds=closed))
+    code = run_cli(argv, closed_fds=closed)
+    if tap is not None:
+        notify.report(tap, code)
+    sys.exit(code)
 
 
 def launcher_sites(imported_from: str, purelib: str) -> list[str]:

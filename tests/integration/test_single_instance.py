@@ -166,3 +166,52 @@ def test_dbus_name_owned_by_a_launch_of_the_profile_is_fine(session_bus):
     assert other.returncode == 125 and "D-Bus name org.envboxtest.BusApp" in other.stderr
     inside.kill()
     inside.wait()
+
+
+def _monitor(env, address: str):
+    """dbus-monitor on the env's private bus, watching for desktop notifications."""
+    mon = env.popen(["dbus-monitor", "--address", address, "interface='org.freedesktop.Notifications'"],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # dbus-monitor says NameAcquired once it listens
+        if "NameAcquired" in (mon.stdout.readline() or ""):
+            return mon
+    raise AssertionError("dbus-monitor did not start")
+
+
+def _notifications(mon) -> str:
+    time.sleep(0.5)
+    mon.terminate()
+    return mon.communicate(timeout=20)[0]
+
+
+def test_refusal_from_a_desktop_menu_is_posted_as_a_notification(sienv):
+    """Started from a menu entry (GLib sets GIO_LAUNCHED_DESKTOP_FILE; stderr is a log nobody
+    reads), the refusal also reaches the desktop: a Notify call on the session bus with the
+    error and its hint. From a terminal or a script, nothing is posted."""
+    import shutil
+
+    from conftest import need
+
+    need(shutil.which("dbus-daemon") and shutil.which("dbus-monitor") and (shutil.which("gdbus") or shutil.which("notify-send")),
+         "dbus-daemon, dbus-monitor and gdbus (tests/run installs them)")
+    daemon = sienv.popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"], stdout=subprocess.PIPE, text=True)
+    address = daemon.stdout.readline().strip()
+    other = outside_instance(sienv)
+    try:
+        mon = _monitor(sienv, address)
+        menu = {"DBUS_SESSION_BUS_ADDRESS": address, "GIO_LAUNCHED_DESKTOP_FILE": "/usr/share/applications/envbox-fakeapp.desktop"}
+        result = sienv.envbox("launch", "fakeapp", env=menu)
+        assert result.returncode == 125, result
+        seen = _notifications(mon)
+        assert "member=Notify" in seen, seen
+        assert f'string "envbox: fakeapp is already running outside envbox\'s fakeapp environment (pid {other.pid}' in seen, seen
+        assert 'string "close the other fakeapp first' in seen, seen
+        # The same refusal without the desktop's variable (a terminal, a script): no notification.
+        mon = _monitor(sienv, address)
+        plain = sienv.envbox("launch", "fakeapp", env={"DBUS_SESSION_BUS_ADDRESS": address})
+        assert plain.returncode == 125
+        assert "member=Notify" not in _notifications(mon)
+    finally:
+        other.kill()
+        other.wait()
