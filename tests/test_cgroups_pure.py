@@ -3,6 +3,7 @@ the cgroup2 / systemd file logic against scratch trees laid out like cgroupfs.""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -740,3 +741,27 @@ def test_manager_version_from_systemd_run(tmp_path, content, version):
     binary.write_bytes(content)
     binary.chmod(0o755)
     assert _manager_version(str(binary)) == version
+
+
+@pytest.mark.parametrize("err, is_gone", [
+    (errno.ENOENT, True),  # never there, or removed before the open
+    (errno.ENODEV, True),  # removed between the open and the read (kernfs), as systemd does to an emptied scope
+    (errno.EACCES, False),
+    (errno.EBUSY, False),
+    (errno.EINVAL, False),
+])
+def test_a_vanished_cgroup_is_told_from_a_real_error(err, is_gone, monkeypatch):
+    from envbox.cgroups import fs
+
+    assert fs.gone(OSError(err, os.strerror(err))) is is_gone
+
+    def read_file(path):
+        raise OSError(err, os.strerror(err), path)
+
+    monkeypatch.setattr(fs, "read_file", read_file)
+    cg = cgroups.Cgroup("systemd", "envbox-x-1-1-1.scope", ("/sys/fs/cgroup/envbox.slice/envbox-x-1-1-1.scope",), (("memory", "pids"),))
+    if is_gone:
+        assert fs.read_pids(cg.paths[0]) == [] and cg.oom_killed() is False
+    else:
+        with pytest.raises(OSError):
+            fs.read_pids(cg.paths[0])

@@ -85,8 +85,10 @@ class Cgroup:
         name = "memory.oom_control" if self.backend == "cgroup1" else "memory.events"
         try:
             text = fs.read_file(os.path.join(path, name))
-        except FileNotFoundError:
-            return False
+        except OSError as exc:
+            if fs.gone(exc):  # a systemd scope goes as soon as it is empty: see OomWatch
+                return False
+            raise
         return _keyed(text).get("oom_kill", 0) > 0
 
     def usage(self) -> dict:
@@ -443,8 +445,12 @@ def _scan(host: HostCgroups) -> list[tuple[dict, Cgroup]]:
         try:
             with fs.Dir(base) as d:
                 names = d.subdirs()
-        except (FileNotFoundError, NotADirectoryError):
+        except NotADirectoryError:
             continue
+        except OSError as exc:
+            if fs.gone(exc):
+                continue
+            raise
         for leaf in names:
             match = parse_leaf(leaf)
             if match and is_valid_name(match["profile"]):

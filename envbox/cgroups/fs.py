@@ -19,6 +19,12 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOE
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def gone(exc: OSError) -> bool:
+    """Whether an error says the cgroup is no longer there: ENOENT, or ENODEV when it was removed
+    (by its manager: systemd removes an emptied scope at once) between opening and reading."""
+    return exc.errno in (errno.ENOENT, errno.ENODEV)
+
+
 class Dir:
     """An open directory (by fd, reached without following symlinks); use as a context manager."""
 
@@ -107,16 +113,19 @@ def remove_dir(path: str) -> None:
     try:
         with Dir(parent) as d:
             d.rmdir(name)
-    except FileNotFoundError:
-        pass
+    except OSError as exc:
+        if not gone(exc):
+            raise
 
 
 def read_pids(path: str) -> list[int]:
     """The pids in a cgroup (its cgroup.procs); [] when the cgroup is gone."""
     try:
         text = read_file(os.path.join(path, "cgroup.procs"))
-    except FileNotFoundError:
-        return []
+    except OSError as exc:
+        if gone(exc):
+            return []
+        raise
     return [int(word) for word in text.split()]
 
 

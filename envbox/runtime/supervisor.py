@@ -119,7 +119,11 @@ def run(spec: LaunchSpec) -> int:
         code = _spawn_and_wait(spec, cgroup, watches)
         # The app's death by SIGKILL reaches us as 137 through the init; only the kernel's
         # counter says whether the memory cap was the cause.
-        if cgroup is not None and _oom_killed(cgroup, code, watches):
+        try:
+            killed = cgroup is not None and _oom_killed(cgroup, code, watches)
+        except OSError:  # the report is extra: it never replaces the app's own exit status
+            killed = False
+        if killed:
             if code == 128 + signal.SIGKILL:
                 _say(f"{spec.profile} was killed: memory limit {_fmt_limit(spec.limits)} reached")
             else:  # v1 killed one of the app's processes, not the app itself
