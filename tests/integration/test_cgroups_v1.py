@@ -175,7 +175,11 @@ def test_half_a_core_gets_about_half_a_core(launches):
         """,
     )
     cpu, wall = map(float, result.stdout.split())
-    assert 0.3 <= cpu / wall <= 0.7, (cpu, wall)
+    # The cap, not the machine's load, is what is tested: at most about half a core, and the
+    # kernel throttled the cgroup (a loaded machine may give it less than half: no lower bound).
+    assert cpu / wall <= 0.7, (cpu, wall)
+    stat = dict(line.split() for line in open(os.path.join(cg.dir_for("cpu"), "cpu.stat")).read().splitlines())
+    assert int(stat["nr_throttled"]) > 0, stat
     # The cgroup's own account agrees with what the process saw (python start-up included).
     assert abs(cg.usage()["cpu_seconds"] - cpu) < 0.5
 
