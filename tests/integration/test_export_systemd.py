@@ -138,3 +138,13 @@ def test_a_layers_etc_is_left_out_with_a_warning(senv):
     settings = unit_settings((senv.units / "envbox-etcsvc.service").read_text())
     (tree,) = [Path(d.strip('"')) for d in settings["ExtensionDirectories"][0].split()]
     assert (tree / "usr/bin/etctool").is_file() and not (tree / "etc").exists()
+
+
+def test_a_umask_of_002_leaves_a_store_envbox_still_uses(senv):
+    """A login with user private groups has umask 002 (Debian 13's su -l session in the VM):
+    the store export builds must not come out group-writable, or the next gc refuses it."""
+    assert senv.envbox("export", "svc", "--systemd", umask=0o002).returncode == 0
+    for directory in (senv.store, senv.store / "layers", Path(senv.vars["XDG_DATA_HOME"]) / "envbox" / "extensions"):
+        assert directory.stat().st_mode & 0o022 == 0, f"{directory} is {oct(directory.stat().st_mode)}"
+    result = senv.envbox("gc", umask=0o002)
+    assert result.returncode == 0, result.stderr
