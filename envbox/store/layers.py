@@ -243,7 +243,7 @@ class Store:
 
     def _write_meta(self, digest: str, manifest: treedigest.Manifest) -> None:
         meta = self.root / "meta"
-        meta.mkdir(exist_ok=True)
+        meta.mkdir(0o755, exist_ok=True)  # not group-writable under a umask of 002
         write_text_atomic(meta / f"{digest}.manifest", "".join(e.line() + "\n" for e in manifest.entries))
 
     def manifest(self, digest: str) -> dict[str, str]:
