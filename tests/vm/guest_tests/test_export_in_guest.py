@@ -2,18 +2,22 @@
 else): as root a system unit (systemctl), as the session user a user unit (systemctl --user).
 
 Everything is local (no download): the profile's python is a `host:` link layer in the store
-(/usr/bin/python -> /usr/bin/python3, which the guest lacks at /usr/bin/python), and a second
-tool is a `dir:` prefix; the unit must see both at their /usr paths, with its limits in force,
-while the guest's own /usr stays as it was. Every unit a test makes is stopped and removed
+(/usr/bin/python -> /usr/bin/python3, which the guest lacks at /usr/bin/python), a second tool
+is a catalog release built from a local archive (a store layer of real files, which the
+extension tree hard-links), a third a `dir:` prefix; the unit must see all three at their /usr
+paths, with its limits in force, while the guest's own /usr stays as it was. Every unit a test makes is stopped and removed
 (and the manager reloaded) however the test ends.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +38,7 @@ SERVICE = ("import os, sys\n"
            "out.write('python=%s\\n' % os.readlink('/usr/bin/python'))\n"
            "out.write('version=%s\\n' % sys.version.split()[0])\n"
            "out.write('hello=%s\\n' % os.popen('/usr/bin/envbox-sd-hello').read().strip())\n"
+           "out.write('archived=%s\\n' % os.popen('/usr/bin/envbox-sd-archived').read().strip())\n"
            "out.write('greeting=%s\\n' % os.environ.get('GREETING'))\n"
            "out.close()\n"
            "import time; time.sleep(600)\n")
@@ -90,6 +95,19 @@ def world():
     (hello / "bin").mkdir(parents=True)
     (hello / "bin" / "envbox-sd-hello").write_text("#!/bin/sh\necho hello from the dir layer\n")
     (hello / "bin" / "envbox-sd-hello").chmod(0o755)
+    # A catalog release from a local archive: a store layer with a real file in it.
+    blob = io.BytesIO()
+    with tarfile.open(fileobj=blob, mode="w:gz") as tar:
+        content = b"#!/bin/sh\necho hello from the archive layer\n"
+        info = tarfile.TarInfo("usr/bin/envbox-sd-archived")
+        info.size, info.mode = len(content), 0o755
+        tar.addfile(info, io.BytesIO(content))
+    (base / "archived.tar.gz").write_bytes(blob.getvalue())
+    catalog = base / "config" / "envbox" / "catalog.d"
+    catalog.mkdir(parents=True)
+    (catalog / "archived.yaml").write_text(
+        f'tool: archived\nreleases:\n  - version: "1.0"\n    source: {{kind: archive, url: {base / "archived.tar.gz"}, '
+        f"sha256: {hashlib.sha256(blob.getvalue()).hexdigest()}}}\n")
     made: list[str] = []
 
     class World:
@@ -101,7 +119,7 @@ def world():
             argv = json.dumps(command)  # JSON is YAML flow syntax with the escapes kept
             (profiles / f"{name}.yaml").write_text(
                 f"command: {argv}\nenv: {{SD_OUT: {self.out}, GREETING: '50% hello'}}\nlimits: {limits}\n"
-                f"tools:\n  python: {{host: /usr/bin/python3}}\n  hello: {{dir: {hello}}}\n")
+                f"tools:\n  python: {{host: /usr/bin/python3}}\n  archived: \"1.0\"\n  hello: {{dir: {hello}}}\n")
 
         def remove_profile(self, name: str) -> None:
             (profiles / f"{name}.yaml").unlink()
@@ -155,6 +173,7 @@ def test_the_unit_runs_with_the_profiles_layers_and_limits(world):
     assert facts["python"] == "/usr/bin/python3", seen  # the layer's link, at the layer's path
     assert facts["version"].startswith("3."), seen
     assert facts["hello"] == "hello from the dir layer", seen
+    assert facts["archived"] == "hello from the archive layer", seen
     assert facts["greeting"] == "50% hello", seen
     state = show(unit, "ActiveState", "MemoryMax", "CPUQuotaPerSecUSec", "TasksMax", "NoNewPrivileges")
     assert state["ActiveState"] == "active", unit_failure(world, unit)
@@ -165,6 +184,11 @@ def test_the_unit_runs_with_the_profiles_layers_and_limits(world):
     # The layers are the unit's alone: the guest's /usr is untouched while it runs.
     assert not os.path.lexists("/usr/bin/python")
     assert not os.path.lexists("/usr/bin/envbox-sd-hello")
+    assert not os.path.lexists("/usr/bin/envbox-sd-archived")
+    # The extension tree holds the store's file itself (a hard link), not a second copy.
+    (linked,) = (world.path / "data" / "envbox" / "extensions").glob("envbox-*/usr/bin/envbox-sd-archived")
+    (stored,) = (world.path / "data" / "envbox" / "store" / "layers").glob("*/usr/bin/envbox-sd-archived")
+    assert linked.samefile(stored), (linked, stored)
     # The cgroup the service runs in carries the same caps.
     cgroup = show(unit, "ControlGroup")["ControlGroup"]
     directory = Path("/sys/fs/cgroup" + cgroup)
@@ -192,7 +216,7 @@ def test_gc_keeps_the_layers_while_the_unit_exists(world):
     extensions = world.path / "data" / "envbox" / "extensions"
     layers = sorted(p.name for p in store.iterdir())
     trees = sorted(p.name for p in extensions.iterdir() if p.name.startswith("envbox-"))
-    assert len(layers) == 1 and len(trees) == 2, (layers, trees)  # python's link layer; + the dir prefix's tree
+    assert len(layers) == 2 and len(trees) == 3, (layers, trees)  # python's and archived's; + the dir prefix's tree
     start = systemctl("start", unit, check=False)
     assert start.returncode == 0, start.stderr + unit_failure(world, unit)
     world.remove_profile("sdgc")  # only the unit uses the layers now
