@@ -235,3 +235,26 @@ def test_gc_keeps_the_layers_while_the_unit_exists(world):
     assert list(store.iterdir()) == [], gone.stdout
     assert [p for p in extensions.iterdir() if p.name.startswith("envbox-")] == [], gone.stdout
     assert "removed extension tree" in gone.stdout
+
+
+def test_a_unit_whose_layers_are_not_stacked_refuses_to_start(world):
+    """A systemd older than 251 ignores ExtensionDirectories= with only a warning: the service
+    would run on the guest's own /usr. Without that line (what such a systemd sees), the unit's
+    ExecStartPre= guard stops it before the command runs, saying why."""
+    world.profile("sdold", ["/usr/bin/python", "-c", SERVICE])
+    path = world.export("sdold")
+    text = path.read_text()
+    assert "ExecStartPre=" in text, text
+    path.write_text("".join(l for l in text.splitlines(keepends=True) if not l.startswith("ExtensionDirectories=")))
+    systemctl("daemon-reload")
+    unit = path.name
+    start = systemctl("start", unit, check=False)
+    assert start.returncode != 0, unit_failure(world, unit)
+    facts = show(unit, "ActiveState", "Result")
+    assert facts["ActiveState"] == "failed" and facts["Result"] == "exit-code", unit_failure(world, unit)
+    assert not world.out.exists(), world.out.read_text()  # the command never ran
+    logged = journal(unit)
+    if UID != 0 and ("insufficient permissions" in logged or "No entries" in logged or not logged.strip()):
+        return  # a volatile journal is not split per user: the user may not read the line (root can)
+    said = wait_for(lambda: "is not stacked on /usr" in journal(unit), 30)
+    assert said, journal(unit)
