@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from envbox.export import systemd as sd
@@ -60,6 +62,7 @@ def test_render(system, wanted_by):
         *([] if system else ["PrivateUsers=yes"]),  # systemd 252 needs it in user managers
         'Environment="PATH=/usr/bin"',
         'Environment="ENVBOX_PROFILE=web"',
+        "ExecStartPre=" + " ".join(sd.escape(a) for a in sd.layers_check(SPEC["extensions"])),
         'ExecStart="/usr/bin/python" "-m" "http.server"',
         "MemoryMax=268435456",
         "CPUQuota=150%",
@@ -73,7 +76,23 @@ def test_render(system, wanted_by):
 
 def test_no_layers_no_limits():
     text = sd.render(sd.UnitSpec(**{**SPEC, "extensions": (), "limits": ()}, system=True))
-    assert "ExtensionDirectories" not in text and "MemoryMax" not in text
+    assert "ExtensionDirectories" not in text and "MemoryMax" not in text and "ExecStartPre" not in text
+
+
+@pytest.mark.parametrize("present, status", [(("envbox-aaaa", "envbox-bbbb"), 0), (("envbox-aaaa",), 1), ((), 1)])
+def test_layers_check(tmp_path, present, status):
+    """The ExecStartPre= guard, run for real by sh against a stand-in for the merged /usr."""
+    argv = sd.layers_check(SPEC["extensions"])
+    assert argv[-2:] == ["envbox-aaaa", "envbox-bbbb"]
+    releases = tmp_path / "usr/lib/extension-release.d"
+    releases.mkdir(parents=True)
+    for name in present:
+        (releases / f"extension-release.{name}").write_text("ID=_any\n")
+    script = argv[2].replace("/usr/lib/", f"{tmp_path}/usr/lib/")
+    result = subprocess.run([argv[0], "-c", script, *argv[3:]], capture_output=True, text=True)
+    assert result.returncode == status
+    if status:
+        assert result.stderr.startswith("envbox: layer envbox-") and "systemd 251 or later" in result.stderr
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -83,7 +83,7 @@ def prepare_extension(paths, layer, os_release: str | None) -> tuple[Path, list[
         if not current.is_file() or current.read_text() != release:
             write_text_atomic(current, release)
         return target, warnings
-    root.mkdir(parents=True, exist_ok=True)
+    os.makedirs(root, 0o755, exist_ok=True)  # not group-writable under a umask of 002
     tmp = root / f".{name}.tmp-{os.getpid()}"
     if tmp.exists():
         _remove_tree(tmp)
@@ -148,6 +148,7 @@ def export_unit(paths, prepared, *, output: str | None, environ, uid: int) -> tu
         raise EnvboxError(f"cannot write {target}: {exc.strerror or exc}", "write elsewhere with --output FILE") from None
     record = {"unit": str(target.resolve()), "profile": plan.profile,
               "layers": [l.digest for l in plan.layers if l.digest], "extensions": extensions}
+    os.makedirs(records_dir(paths), 0o755, exist_ok=True)
     write_text_atomic(records_dir(paths) / (hashlib.sha256(record["unit"].encode()).hexdigest()[:32] + ".json"), json.dumps(record, indent=1))
     return target, warnings
 

@@ -57,6 +57,20 @@ def extension_release(os_release: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+# A systemd older than 251 ignores ExtensionDirectories= (an unknown key is only a warning), so
+# the service would run on the host's /usr: fail closed instead. Each extension's
+# extension-release file is in the merged /usr only while the extension is stacked there, and
+# ExecStartPre= runs in the service's own mount namespace.
+LAYERS_CHECK = ('for n; do [ -e "/usr/lib/extension-release.d/extension-release.$n" ] || '
+                '{ echo "envbox: layer $n is not stacked on /usr: this systemd ignored ExtensionDirectories= '
+                '(it needs systemd 251 or later)" >&2; exit 1; }; done')
+
+
+def layers_check(extensions: tuple[str, ...]) -> list[str]:
+    """ExecStartPre='s argv: fails, saying why, unless every extension is stacked on /usr."""
+    return ["/bin/sh", "-c", LAYERS_CHECK, "envbox-layers-check", *(d.rstrip("/").rsplit("/", 1)[-1] for d in extensions)]
+
+
 def render(spec: UnitSpec) -> str:
     lines = [
         f"# Written by 'envbox export {spec.profile} --systemd'; export again to update it.",
@@ -77,6 +91,8 @@ def render(spec: UnitSpec) -> str:
             lines.append("PrivateUsers=yes")
     for name, value in spec.env:
         lines.append(f"Environment={escape_env(name, value)}")
+    if spec.extensions:
+        lines.append("ExecStartPre=" + " ".join(escape(a) for a in layers_check(spec.extensions)))
     lines.append("ExecStart=" + " ".join(escape(a) for a in spec.argv))
     lines += list(spec.limits)
     lines.append("NoNewPrivileges=yes")

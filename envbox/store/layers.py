@@ -83,6 +83,21 @@ class Recipe:
     fill: Callable[[Path, Path], tuple]  # (root, work) -> artifacts; may be a no-op
 
 
+def _make_dirs(path: Path) -> None:
+    """mkdir -p with mode 0755 at every level it makes. pathlib's parents=True makes the
+    parents 0777 & ~umask, so under a umask of 002 (user private groups, e.g. a Debian 13 login)
+    the store came out group-writable and the next command refused it as not private."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o755)
+        except FileExistsError:
+            pass
+
+
 class Store:
     """store/layers/<digest>/ (immutable roots), store/index/<recipe>.json, store/tmp, store/locks.
 
@@ -129,7 +144,7 @@ class Store:
         if found and self.pin(found.digest):
             return found
         for sub in ("layers", "index", "tmp", "locks"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            _make_dirs(self.root / sub)
         with _Lock(self.root / "locks" / f"{recipe.key}.lock", what=recipe.label):
             found = self.lookup(recipe.key)
             if found and self.pin(found.digest):
@@ -146,7 +161,7 @@ class Store:
         if digest in _PINS:
             return self.layer_dir(digest).is_dir()
         try:
-            (self.root / "locks").mkdir(parents=True, exist_ok=True)
+            _make_dirs(self.root / "locks")
             fd = hold_use_lock(self.root / "locks" / f"use-{digest}", what=f"layer {digest[:16]}")
         except OSError as exc:
             if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
@@ -159,7 +174,7 @@ class Store:
 
     def gc_barrier(self, *, exclusive: bool) -> "_Lock":
         """locks/store.lock: exclusive for gc, shared for a builder putting a layer in place."""
-        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        _make_dirs(self.root / "locks")
         return _Lock(self.root / "locks" / "store.lock", what="the store (envbox gc)", shared=not exclusive)
 
     def _build(self, recipe: Recipe, progress: Callable[[str], None]) -> LayerInfo:
@@ -228,7 +243,7 @@ class Store:
 
     def _write_meta(self, digest: str, manifest: treedigest.Manifest) -> None:
         meta = self.root / "meta"
-        meta.mkdir(exist_ok=True)
+        meta.mkdir(0o755, exist_ok=True)  # not group-writable under a umask of 002
         write_text_atomic(meta / f"{digest}.manifest", "".join(e.line() + "\n" for e in manifest.entries))
 
     def manifest(self, digest: str) -> dict[str, str]:
@@ -447,8 +462,8 @@ def gc(store: Store, referenced: Callable[[], set[str]]) -> tuple[list[str], lis
     """
     removed, busy = [], []
     layers = store.root / "layers"
-    (store.root / "tmp").mkdir(parents=True, exist_ok=True)
-    (store.root / "locks").mkdir(parents=True, exist_ok=True)
+    _make_dirs(store.root / "tmp")
+    _make_dirs(store.root / "locks")
     with store.gc_barrier(exclusive=True):
         listed = listdir_sorted(layers)
         indexed = _index_digests(store)

@@ -106,3 +106,45 @@ def test_never_replaces_a_unit_envbox_did_not_write(senv):
     elsewhere = senv.envbox("export", "svc", "--systemd", "--output", str(senv.base / "mine.service"))
     assert elsewhere.returncode == 0, elsewhere.stderr
     assert (senv.base / "mine.service").exists()
+
+
+def test_a_layers_etc_is_left_out_with_a_warning(senv):
+    """A sysext carries /usr and /opt only: a release that also ships /etc exports without it,
+    saying so (README), and its /usr part is in the extension tree."""
+    import hashlib
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, content in (("usr/bin/etctool", b"#!/bin/sh\necho etctool\n"), ("etc/etctool.conf", b"x=1\n")):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(content), 0o755
+            tar.addfile(info, io.BytesIO(content))
+    archive = senv.base / "etctool.tar.gz"
+    archive.write_bytes(buf.getvalue())
+    catalog = Path(senv.vars["XDG_CONFIG_HOME"]) / "envbox" / "catalog.d"
+    catalog.mkdir(parents=True, exist_ok=True)
+    (catalog / "etctool.yaml").write_text(
+        f'tool: etctool\nreleases:\n  - version: "1.0"\n'
+        f"    source: {{kind: archive, url: {archive}, sha256: {hashlib.sha256(buf.getvalue()).hexdigest()}}}\n")
+    senv.write_profile("etcsvc", "command: [/usr/bin/etctool]\ntools:\n  etctool: \"1.0\"\n")
+    senv.give(senv.base)
+    result = senv.envbox("export", "etcsvc", "--systemd")
+    assert result.returncode == 0, result.stderr
+    no_traceback(result)
+    warnings = [l for l in result.stderr.splitlines() if l.startswith("envbox: warning:")]
+    assert len(warnings) == 1 and "/etc is not carried" in warnings[0], result.stderr
+    settings = unit_settings((senv.units / "envbox-etcsvc.service").read_text())
+    (tree,) = [Path(d.strip('"')) for d in settings["ExtensionDirectories"][0].split()]
+    assert (tree / "usr/bin/etctool").is_file() and not (tree / "etc").exists()
+
+
+def test_a_umask_of_002_leaves_a_store_envbox_still_uses(senv):
+    """A login with user private groups has umask 002 (Debian 13's su -l session in the VM):
+    the store export builds must not come out group-writable, or the next gc refuses it."""
+    assert senv.envbox("export", "svc", "--systemd", umask=0o002).returncode == 0
+    for directory in (senv.store, senv.store / "layers", Path(senv.vars["XDG_DATA_HOME"]) / "envbox" / "extensions"):
+        assert directory.stat().st_mode & 0o022 == 0, f"{directory} is {oct(directory.stat().st_mode)}"
+    result = senv.envbox("gc", umask=0o002)
+    assert result.returncode == 0, result.stderr
