@@ -37,7 +37,19 @@ def reopen_closed_streams() -> tuple[int, ...]:
     return tuple(closed)
 
 
+def private_umask(environ=os.environ) -> None:
+    """envbox's own files and directories are never group- or world-writable: its checks refuse
+    such a store, cache or trust record as not private. Under a umask like 002 (user private
+    groups: a Debian 13 login) everything it made came out group-writable and was refused on
+    the next run. envbox works under the caller's umask plus 022; the app it launches gets the
+    caller's umask back (the sandbox restores it from ENVBOX_APP_UMASK before exec)."""
+    caller = os.umask(0o022)
+    os.umask(caller | 0o022)
+    environ["ENVBOX_APP_UMASK"] = format(caller, "04o")
+
+
 def main() -> None:
+    private_umask()
     closed = reopen_closed_streams()
     argv = sys.argv[1:]
     tap = None

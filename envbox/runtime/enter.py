@@ -210,6 +210,7 @@ def _command(target: Target, argv: list[str]) -> int:
         print(f"envbox: warning: cannot enter the app's working directory {target.cwd} ({exc.strerror}); using /", file=sys.stderr)
         os.chdir("/")
     sandbox.prctl(sandbox.PR_SET_NO_NEW_PRIVS, 1)
+    sandbox.restore_app_umask()
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
     try:

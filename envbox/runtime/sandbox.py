@@ -76,6 +76,8 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 SYS_MOUNT_SETATTR = 442
 CLONE_NEWNET = 0x40000000
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+# The caller's umask, in octal, set by envbox's entry point (main.py) for the app to get back.
+APP_UMASK_VAR = "ENVBOX_APP_UMASK"
 # The kernel caps an overlay at 500 lower layers (OVL_MAX_STACK).
 MAX_LOWER = 500
 # mount(2) copies its option string into one page; longer strings are cut, silently changing
@@ -743,6 +745,14 @@ def _exit_with(code: int) -> None:
     os._exit(code)
 
 
+def restore_app_umask() -> None:
+    """envbox works under a umask that keeps its own files private (main.py); the app gets the
+    caller's own back."""
+    umask = os.environ.get(APP_UMASK_VAR, "")
+    if umask.isdigit():
+        os.umask(int(umask, 8) & 0o777)
+
+
 def _exec_app(ctx: Context, cwd: str) -> int:
     """Exec the app; returns an exit code only when that fails."""
     try:
@@ -766,6 +776,7 @@ def _exec_app(ctx: Context, cwd: str) -> int:
         if ctx.block_tty_inject:
             install_tty_filter()
         program = find_program(ctx.argv[0], ctx.env.get("PATH", "/usr/bin:/bin"))
+        restore_app_umask()
         # Whoever started us blocked signals to forward them; the app starts with a clean slate,
         # except that what the caller ignored stays ignored (nohup, background jobs): only the
         # handlers Python itself installed (SIGINT) or the ignores it set (SIGPIPE, SIGXFSZ) go.

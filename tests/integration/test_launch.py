@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mountinfo_lines, no_traceback
+from conftest import envbox_bin, mountinfo_lines, no_traceback
 
 # The host's own Python 3 (3.11 on Debian 12, 3.13 on Debian 13): a real interpreter for a
 # `host:` layer, named by its versioned path so the test follows the system it runs on.
@@ -270,3 +270,22 @@ def test_legacy_mount_path_stacks_layers_whose_paths_do_not_fit_one_page(env):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["tool0", "tool7", "tool59", "1"]
     assert mountinfo_lines() == before
+
+
+def test_a_umask_of_002_keeps_envbox_working_and_reaches_the_app(env):
+    """User private groups (a Debian 13 login) come with umask 002: what envbox makes must still
+    pass its own privacy checks on the next run (the store, the plan cache: the warm launch is
+    the fast path), and the app still gets the caller's 002."""
+    prefix = fake_prefix(env, "prefix", "python-layer")
+    env.write_profile("um", f"command: [sh, -c]\ntools:\n  python: {{dir: {prefix}}}\n")
+    under_002 = lambda *args, **kw: env.cmd(["sh", "-c", 'umask 002; exec "$@"', "sh", envbox_bin(), *args], **kw)
+    first = under_002("launch", "um", "--", "umask; /usr/bin/python hi")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ["0002", "python-layer", "hi"]
+    warm = under_002("launch", "um", "--", "umask", env={"ENVBOX_TRACE": "1"})
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stdout.split() == ["0002"] and "fast path (cached plan)" in warm.stderr, warm.stderr
+    for args in (("layers",), ("gc",), ("build", "um")):
+        done = under_002(*args)
+        assert done.returncode == 0, (args, done.stderr)
+    no_traceback(warm)
