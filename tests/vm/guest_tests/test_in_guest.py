@@ -373,3 +373,19 @@ def test_desktop_entry_started_by_gio_lands_in_its_scope(world):
     cgroup = out.read_text().split("::", 1)[1].splitlines()[0]
     assert os.path.dirname(cgroup) == expected_parent(), cgroup
     assert re.fullmatch(r"envbox-menu-[\w.-]+\.scope", os.path.basename(cgroup)), cgroup
+
+
+# --- a catalog release built inside the guest -------------------------------------------------
+
+def test_catalog_release_built_inside_the_guest(world):
+    """python 2.7 from Debian 11 (bullseye), resolved against this guest's own packages and
+    built here, through the guest's network: /usr/bin/python is 2.7.18 in the launch only."""
+    world.profile("py27", 'command: [/usr/bin/python, -c]\ntools:\n  python: "2.7"\n')
+    result = world.envbox("launch", "py27", "--", "import sys, ssl; print(sys.version.split()[0]); print(ssl.OPENSSL_VERSION)", timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    version, openssl = result.stdout.strip().splitlines()
+    assert version == "2.7.18", result.stdout
+    assert openssl.startswith("OpenSSL 1.1.1"), openssl
+    assert not os.path.lexists("/usr/bin/python"), "the guest's /usr/bin/python must stay absent"
+    again = world.envbox("launch", "py27", "--", "print(1)")
+    assert (again.returncode, again.stdout.strip()) == (0, "1"), again.stderr
