@@ -79,11 +79,12 @@ def post(summary: str, body: str, environ=os.environ) -> bool:
     from envbox import helper
 
     path = "/usr/local/bin:/usr/bin:/bin"
-    if shutil.which("notify-send", path=path):
-        argv = [shutil.which("notify-send", path=path), "--app-name=envbox", f"--expire-time={EXPIRE_MS}", "--", summary, body]
-    elif shutil.which("gdbus", path=path):
+    notify_send, gdbus = shutil.which("notify-send", path=path), shutil.which("gdbus", path=path)
+    if notify_send:
+        argv = [notify_send, "--app-name=envbox", f"--expire-time={EXPIRE_MS}", "--", summary, body]
+    elif gdbus:
         quote = lambda s: "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"  # noqa: E731 (GVariant text)
-        argv = [shutil.which("gdbus", path=path), "call", "--session", "--dest", "org.freedesktop.Notifications",
+        argv = [gdbus, "call", "--session", "--dest", "org.freedesktop.Notifications",
                 "--object-path", "/org/freedesktop/Notifications", "--method", "org.freedesktop.Notifications.Notify",
                 # typed GVariant text: gdbus cannot introspect a notification daemon that is not running yet
                 "'envbox'", "uint32 0", "''", quote(summary), quote(body), "@as []", "@a{sv} {}", f"int32 {EXPIRE_MS}"]

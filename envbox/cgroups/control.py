@@ -89,7 +89,7 @@ class Cgroup:
             if fs.gone(exc):  # a systemd scope goes as soon as it is empty: see OomWatch
                 return False
             raise
-        return _keyed(text).get("oom_kill", 0) > 0
+        return fs.keyed(text).get("oom_kill", 0) > 0
 
     def usage(self) -> dict:
         """{"memory", "memory_peak": bytes, "cpu_seconds": float, "pids": int}; None if unknown."""
@@ -109,12 +109,6 @@ class Cgroup:
         """rmdir the cgroup(s); waits briefly for exiting processes to leave."""
         if self.backend in ("cgroup1", "cgroup2"):
             _remove_leaves(self.paths)
-
-
-def _keyed(text: str) -> dict[str, int]:
-    """'key value' lines (memory.events, memory.oom_control, cpu.stat) -> dict."""
-    pairs = (line.split() for line in text.splitlines())
-    return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].lstrip("-").isdigit()}
 
 
 def _write_ok(path: str, name: str, value: str) -> bool:
@@ -144,7 +138,7 @@ def _read_int(path: str | None, name: str, key: str | None = None) -> int | None
     except OSError:
         return None
     if key is not None:
-        return _keyed(text).get(key)
+        return fs.keyed(text).get(key)
     word = text.strip()
     return int(word) if word.isdigit() else None
 

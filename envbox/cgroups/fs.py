@@ -118,6 +118,12 @@ def remove_dir(path: str) -> None:
             raise
 
 
+def keyed(text: str) -> dict[str, int]:
+    """'key value' lines (memory.events, memory.oom_control, cpu.stat) -> dict."""
+    pairs = (line.split() for line in text.splitlines())
+    return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].lstrip("-").isdigit()}
+
+
 def read_pids(path: str) -> list[int]:
     """The pids in a cgroup (its cgroup.procs); [] when the cgroup is gone."""
     try:

@@ -9,7 +9,7 @@ file generates a file modified event"), and reads it while the cgroup is still t
 Notifications of one file come at most every 10 ms (CGROUP_FILE_NOTIFY_MIN_INTV); the kernel
 counts `oom` just before it kills and `oom_kill` just after, so when `oom` moves the thread
 looks again every millisecond for a while instead of waiting for the next notification.
-Stdlib only; start it with the supervisor's signals blocked (threads inherit the mask). The
+Start it with the supervisor's signals blocked (threads inherit the mask). The
 descriptor stays open until the process exits (the supervisor exits after its one launch):
 closing it under a sleeping poll could hand its number to another file.
 """
@@ -20,6 +20,8 @@ import os
 import select
 import threading
 import time
+
+from envbox.cgroups.fs import keyed
 
 _LOOK_AGAIN_MS = 1
 _LOOKS = 200  # after `oom` moved: up to ~200 ms of 1 ms looks
@@ -41,12 +43,9 @@ class OomWatch:
             text = os.read(self._fd, 4096).decode("ascii", "replace")
         except OSError:
             return False
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill" and value.strip().isdigit():
-                self.kills = max(self.kills, int(value))
-            elif key == "oom" and value.strip().isdigit():
-                self._ooms = int(value)
+        counts = keyed(text)
+        self.kills = max(self.kills, counts.get("oom_kill", 0))
+        self._ooms = counts.get("oom", self._ooms)
         return True
 
     def _run(self) -> None:
