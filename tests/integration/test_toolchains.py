@@ -156,18 +156,17 @@ def test_without_python3_the_host_python3_stays(env):
     assert frozen.returncode == 0 and frozen.stdout.strip() == "Python 3.11.2", frozen.stderr
 
 
-@pytest.mark.matrix
 def test_node_12_and_python_27_build_node_sass_from_source(root_env):
-    """Opt-in (-m matrix): compiling libsass takes ~10 minutes on 2 shared cores, over the CI
-    budget. node-gyp 3 (node-sass's own) finds `python2` = the 2.7 layer; headers from the node
-    12 layer (npm_config_nodedir); nothing is downloaded but npm packages."""
+    """The issue's real project: node-gyp 3 (node-sass's own) finds `python2` = the 2.7 layer,
+    headers from the node 12 layer (npm_config_nodedir), libsass compiled on every core (node-gyp
+    reads JOBS); nothing is downloaded but npm packages. The slowest test in CI (minutes)."""
     env = root_env
     shared_cache(env)
     env.write_profile("sass", 'command: [sh, -c]\ntools:\n  node: "12"\n  python: "2.7"\n')
     (env.home / "package.json").write_text('{"name": "s", "version": "1.0.0", "license": "MIT", "repository": "x"}')
     (env.home / "t.scss").write_text("$c: #333; a { b { color: $c; } }\n")
     out = launch(env, "sass", (
-        "npm install --no-audit --no-fund --loglevel=verbose node-sass@4.14.1 --build-from-source > build.log 2>&1"
+        "JOBS=max npm install --no-audit --no-fund --loglevel=verbose node-sass@4.14.1 --build-from-source > build.log 2>&1"
         " && grep -m1 -o 'which. succeeded python2 /usr/bin/python2' build.log"
         " && node -e 'console.log(require(\"node-sass\").renderSync({file: \"t.scss\", outputStyle: \"compact\"}).css.toString().trim())'"
     ), timeout=1800)
