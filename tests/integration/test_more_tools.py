@@ -9,6 +9,7 @@ remaining releases (Java 17, GCC 12, Ruby 3.1) run with `-m matrix` (README "Tes
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 import subprocess
 
@@ -29,7 +30,21 @@ HELLO_JAVA = 'public class Hello { public static void main(String[] a) { System.
 TLS_JAVA = ('public class Tls { public static void main(String[] a) throws Exception { System.out.println("tls " + '
             '((java.net.HttpURLConnection) java.net.URI.create(a[0]).toURL().openConnection()).getResponseCode()); } }\n')
 HELLO_GO = 'package main\n\nimport (\n\t"fmt"\n\t"runtime"\n\t"sort"\n)\n\nfunc main() {\n\ts := []int{3, 1, 2}\n\tsort.Ints(s)\n\tfmt.Println("go", runtime.Version(), s)\n}\n'
-GEMFILE = 'source "https://rubygems.org"\n'
+# A gem built and installed offline (rubygems.org is out of reach here): `gem install` writes to
+# the release's writable GEM_HOME, its command runs by name, bundler resolves the Gemfile from it.
+GEMSPEC = """Gem::Specification.new do |s|
+  s.name = "hello"
+  s.version = "1.0.0"
+  s.summary = "envbox test gem"
+  s.authors = ["envbox"]
+  s.license = "MIT"
+  s.files = ["lib/hello.rb", "bin/hello"]
+  s.executables = ["hello"]
+end
+"""
+GEM_LIB = 'module Hello\n  def self.greet\n    "hello from ruby #{RUBY_VERSION.split(".")[0, 2].join(".")}"\n  end\nend\n'
+GEM_BIN = '#!/usr/bin/env ruby\nrequire "hello"\nputs Hello.greet\n'
+GEMFILE = 'source "https://rubygems.org"\ngem "hello"\n'
 
 # family -> (files to write in the work dir, script, expected output lines with {v} = major)
 FAMILIES = {
@@ -45,11 +60,12 @@ FAMILIES = {
         ["java {v} 2", "/usr/lib/jvm/java-{v}-openjdk-amd64/bin/java", "tls 200"],
     ),
     "ruby": (
-        {"Gemfile": GEMFILE},
-        # bundler resolves an empty Gemfile offline; the program runs under `bundle exec`.
-        "cd $W && mkdir -p r-$V && cp Gemfile r-$V/ && cd r-$V && bundle install --local --quiet >/dev/null"
-        " && bundle exec ruby -rjson -ropenssl -e 'puts RUBY_VERSION.split(\".\")[0, 2].join(\".\"), JSON.generate([1])' && command -v gem",
-        ["{v}", "[1]", "/usr/bin/gem"],
+        {"Gemfile": GEMFILE, "hello.gemspec": GEMSPEC, "lib/hello.rb": GEM_LIB, "bin/hello": GEM_BIN},
+        "cd $W && mkdir -p r-$V && cp -r Gemfile hello.gemspec lib bin r-$V/ && cd r-$V"
+        " && gem build hello.gemspec >/dev/null 2>&1 && gem install --local --no-document ./hello-1.0.0.gem >/dev/null 2>&1"
+        " && hello && bundle install --local --quiet >/dev/null 2>&1 && bundle exec hello"
+        " && ruby -rjson -ropenssl -e 'puts JSON.generate([1])' && command -v gem",
+        ["hello from ruby {v}", "hello from ruby {v}", "[1]", "/usr/bin/gem"],
     ),
     "go": (
         {"go.mod": "module example.com/hello\n\ngo 1.19\n", "main.go": HELLO_GO},
@@ -58,6 +74,11 @@ FAMILIES = {
         ["go go{v}"],
     ),
 }
+
+# family -> (script, expected) run in a later launch of each release: what it installed stays.
+# Lines are fnmatch patterns: the gem's command is in the writable GEM_HOME of that profile and
+# release (envbox-prefixes/PROFILE/ruby-X.Y.Z/bin).
+AGAIN = {"ruby": ("command -v hello && hello", ["*/envbox-prefixes/{p}/ruby-{v}.*/bin/hello", "hello from ruby {v}"])}
 
 PAIRS = [("gcc", "10", "14"), ("java", "11", "21"), ("ruby", "2.7", "3.3"), ("go", "1.19", "1.24")]
 MATRIX = [("gcc", "12"), ("java", "17"), ("ruby", "3.1")]
@@ -69,6 +90,7 @@ def run_side_by_side(env, tool, old, new):
     work = env.home / "work"
     work.mkdir(exist_ok=True)
     for name, text in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_text(text)
     env.give(work)
     for version in (old, new):
@@ -92,6 +114,15 @@ def run_side_by_side(env, tool, old, new):
     assert second.returncode == 0, second.stderr[-3000:]
     assert out.splitlines() == [line.format(v=old) for line in expected], out
     assert second.stdout.splitlines() == [line.format(v=new) for line in expected], second.stdout
+    if tool in AGAIN:
+        again, lines = AGAIN[tool]
+        for version in (old, new):
+            profile = f"{tool}-{version}".replace(".", "-")
+            result = env.envbox("launch", profile, "--", again, timeout=300)
+            assert result.returncode == 0, result.stderr[-3000:]
+            got = result.stdout.splitlines()
+            want = [x.format(p=profile, v=version) for x in lines]
+            assert len(got) == len(want) and all(map(fnmatch.fnmatchcase, got, want)), (got, want)
 
 
 @pytest.mark.parametrize("tool,old,new", PAIRS, ids=[p[0] for p in PAIRS])
