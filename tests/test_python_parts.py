@@ -205,6 +205,31 @@ def test_every_python3_release_leaves_the_host_out_unless_asked(version, with_pa
         assert steps.index({"python-host-site": f"python{version}"}) < steps.index({"python-own-site": f"python{version}"})
 
 
+@pytest.mark.parametrize("interpreter, names", [
+    ("python2.7", ["pip", "pip2", "pip2.7"]),
+    ("python3.9", ["pip", "pip3", "pip3.9"]),
+    ("python3.13", ["pip", "pip3", "pip3.13"]),
+    ("python3.14", ["pip", "pip3", "pip3.14"]),
+])
+def test_pips_versioned_scripts_are_the_layers_python_not_the_wheels_builder(tmp_path, interpreter, names):
+    site_with(tmp_path, interpreter, **{"pip-25.1.1": PIP_ENTRY_POINTS})
+    assert pythonparts.console_scripts(tmp_path, interpreter) == names
+    assert all((tmp_path / "usr/bin" / n).read_text().startswith(f"#!/usr/bin/{interpreter}\n") for n in names)
+
+
+@pytest.mark.parametrize("version", ["2.7", "3.9", "3.11", "3.13", "3.14"])
+def test_every_python_release_offers_pip_a_venv_and_headers(version):
+    release = pick(SHIPPED, "python", version)
+    assert {"pip", "dev", "tk", "virtualenv" if version == "2.7" else "venv"} <= set(release.part_specs), sorted(release.part_specs)
+    with_pip = release.select(("pip",))
+    interpreter = f"python{version}"
+    assert {"console-scripts": interpreter} in with_pip.post_steps
+    pip = [s for s in with_pip.sources if s.get("requirement", "").startswith("pip==")]
+    pip_version = pip[0]["requirement"].removeprefix("pip==")
+    site = f"usr/lib/{interpreter}/dist-packages"
+    assert len(pip) == 1 and set(pip[0]["map"].values()) == {f"{site}/pip/", f"{site}/pip-{pip_version}.dist-info/"}
+
+
 def test_the_pip_parts_write_console_scripts_and_39_has_a_venv_part():
     p27 = pick(SHIPPED, "python", "2.7").select(("pip",))
     assert {"console-scripts": "python2.7"} in p27.post_steps

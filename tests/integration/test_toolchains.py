@@ -108,6 +108,33 @@ def test_python_27_pip_user_site_and_virtualenv(root_env):
     assert out.splitlines() == [pip, pip, pip, "21.4.0 True", "2.7.18 1.16.0", "/usr/bin/python3"], out
 
 
+# version -> pip of the `pip` part, and whether Debian marks the interpreter externally managed
+# (PEP 668: bookworm on; pip then refuses --user without --break-system-packages, as on Debian).
+PIP_PARTS = {"3.9": ("20.3.4", False), "3.11": ("23.0.1", True), "3.13": ("25.1.1", True)}
+
+
+@pytest.mark.parametrize("version", sorted(PIP_PARTS))
+def test_a_python_3_pip_part_is_that_pythons_pip(env, version):
+    """Without the part, /usr/bin/pip* are the host's, run by the pinned python3 that cannot
+    import the host's pip; with it pip, pip3 and pip3.X are the release's own. Root and rootless."""
+    shared_cache(env)
+    pip_version, managed = PIP_PARTS[version]
+    env.write_profile("bare", f'command: [sh, -c]\ntools:\n  python: "{version}"\n')
+    env.write_profile("pip", f'command: [sh, -c]\ntools:\n  python: {{version: "{version}", with: [pip]}}\n')
+    if version != "3.11":  # the host's pip under the host's own 3.11 still works
+        assert env.envbox("launch", "bare", "--", "python3 -m pip --version").returncode != 0
+    out = launch(env, "pip", (
+        f"for p in pip pip3 pip{version} 'python3 -m pip'; do $p --version; done"
+        " && if pip install -q --user --disable-pip-version-check six==1.16.0 2>err; then echo allowed; else grep -o externally-managed-environment err; fi"
+        # pip 20.3 has no --break-system-packages; as a variable, older pips ignore it
+        " && PIP_BREAK_SYSTEM_PACKAGES=1 pip install -q --user --disable-pip-version-check six==1.16.0"
+        " && python3 -c 'import site, six; print(six.__version__, six.__file__.startswith(site.USER_SITE))'"
+    ), timeout=900)
+    own = f"pip {pip_version} from /usr/lib/python{version}/dist-packages/pip (python {version})"
+    refusal = "externally-managed-environment" if managed else "allowed"
+    assert out.splitlines() == [own] * 4 + [refusal, "1.16.0 True"], out
+
+
 def test_python_39_venv_and_pip_install_of_a_wheel(env):
     """bullseye's ensurepip with the pip and setuptools wheels of bullseye's versions (PyPI's,
     kept apart from the host's pip wheel); root and rootless."""
