@@ -110,7 +110,7 @@ def test_python_27_pip_user_site_and_virtualenv(root_env):
 
 # version -> pip of the `pip` part, and whether Debian marks the interpreter externally managed
 # (PEP 668: bookworm on; pip then refuses --user without --break-system-packages, as on Debian).
-PIP_PARTS = {"3.9": ("20.3.4", False), "3.11": ("23.0.1", True), "3.13": ("25.1.1", True)}
+PIP_PARTS = {"3.9": ("20.3.4", False), "3.11": ("23.0.1", True), "3.13": ("25.1.1", True), "3.14": ("26.3", True)}
 
 
 @pytest.mark.parametrize("version", sorted(PIP_PARTS))
