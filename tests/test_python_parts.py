@@ -93,6 +93,40 @@ def test_own_site_takes_the_hosts_dist_packages_off_sys_path(tmp_path):
     assert not any(p.startswith(pythonparts.HOST_DIST + "/") for p in path)
 
 
+# What a host .pth leaves behind before the layer's own .pth runs (setuptools' distutils-
+# precedence.pth imports _distutils_hack from the host's dir and puts its finder on
+# sys.meta_path), made here by hand with a module that claims a file in the host's dir.
+HOST_PTH_LEFTOVERS = f"""
+import sys, types
+d = {pythonparts.HOST_DIST!r}
+sys.path.append(d)
+hack = types.ModuleType("_hostpth_hack")
+hack.__file__ = d + "/_hostpth_hack/__init__.py"
+Finder = type("Finder", (), {{"__module__": "_hostpth_hack", "find_spec": lambda self, *a: None}})
+hack.Finder = Finder
+sys.modules["_hostpth_hack"] = hack
+sys.meta_path.insert(0, Finder())
+mine = types.ModuleType("mine")
+mine.__file__ = d + "x/mine.py"  # a sibling directory, not the host's
+sys.modules["mine"] = mine
+"""
+
+
+@pytest.mark.parametrize("provides_python3", [True, False])
+def test_own_site_unloads_what_the_hosts_pth_files_imported(tmp_path, provides_python3):
+    pythonparts.python_own_site(tmp_path, "python3.11", provides_python3=provides_python3)
+    own = tmp_path / "usr/lib/python3.11/dist-packages"
+    code = HOST_PTH_LEFTOVERS + (
+        f"import site; site.addsitedir({str(own)!r})\n"
+        "print(d in sys.path, '_hostpth_hack' in sys.modules, any(type(f).__name__ == 'Finder' for f in sys.meta_path), 'mine' in sys.modules)"
+    )
+    # Run by its versioned name (not as `python3`, which keeps the host's packages without the part).
+    versioned = tmp_path / "python3.11"
+    versioned.symlink_to(sys.executable)
+    out = subprocess.run([str(versioned), "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False", "False", "True"]
+
+
 @pytest.mark.skipif(not __import__("os").path.exists(HOST_PY), reason="needs Debian's python3")
 def test_without_the_python3_part_the_hosts_python3_keeps_the_hosts_packages(tmp_path):
     """Debian 12's python3 is 3.11: the 3.11 layer's binary runs for the host's python3 scripts."""

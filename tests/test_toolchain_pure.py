@@ -252,3 +252,18 @@ def test_gcc_private_runtime_writes_specs_and_link_scripts(tmp_path):
     assert "--dynamic-linker=/usr/lib/envbox/trixie/ld-linux-x86-64.so.2" in specs and "--disable-new-dtags" in specs
     assert "*lib:\n+ %{!static:%{!static-pie:-lgcc_s}}" in specs
     assert "/usr/lib/envbox/trixie/libc.so.6" in (private / "libc.so").read_text()
+
+
+@pytest.mark.parametrize("version, revised", [
+    ("2.7", {}), ("3.9", {}), ("3.11", {"python-own-site": 2}), ("3.13", {"python-own-site": 2}), ("3.14", {"python-own-site": 2}),
+])
+def test_a_revised_post_step_is_part_of_the_recipe_so_old_layers_and_locks_do_not_match(version, revised, monkeypatch):
+    """A step whose output changed must change the key: with the same key, a lock's digest would
+    refuse the rebuilt layer as a changed source."""
+    import envbox.core.catalog as catalog
+
+    rel = pick(SHIPPED, "python", version).select()
+    assert rel.recipe().get("step_revisions", {}) == revised
+    before = rel.recipe_key()
+    monkeypatch.setitem(catalog.STEP_REVISIONS, "python-own-site", 3)
+    assert (rel.recipe_key() != before) is bool(revised)

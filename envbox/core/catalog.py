@@ -73,6 +73,7 @@ class Release:
             "post": self.post_steps,
             # Only when present, so the keys of releases without parts stay what they were.
             **({"sources": json.loads(self.extra_sources)} if self.extra_sources != "[]" else {}),
+            **({"step_revisions": revised} if (revised := step_revisions(self.post_steps)) else {}),
         }
 
     def recipe_key(self) -> str:
@@ -328,8 +329,17 @@ def pick(catalog: Catalog, tool: str, constraint: str) -> Release:
 # ---- the steps named in a release's `post:` (run by envbox.store.postbuild) ------------------
 
 STEP_KINDS = ("pycompile", "python-site", "python-host-site", "python-own-site", "console-scripts", "ensurepip-wheels", "gcc-private-runtime")
+# A step whose output changed is given its next revision here: the recipes that use it get new
+# keys, so stores rebuild those layers and a lock written before reads as out of date (the same
+# key with other bytes would be refused as a changed source). Revision 1 is never written.
+STEP_REVISIONS = {"python-own-site": 2}  # 2: also unloads what the host's .pth files imported
 PYTHON_NAME = r"python([23])\.([0-9]{1,2})"  # an interpreter a pycompile step names
 GCC_RUNTIME = r"([0-9]{1,2})@([a-z0-9][a-z0-9._-]{0,63})"  # gcc-private-runtime: MAJOR@PRIVATE_TAG
+
+
+def step_revisions(steps: list) -> dict[str, int]:
+    """The revisions (above 1) of the step kinds a post list uses. Pure."""
+    return {kind: STEP_REVISIONS[kind] for step in steps for kind in step if kind in STEP_REVISIONS}
 
 
 def check_steps(steps: Any) -> None:

@@ -95,8 +95,28 @@ def _write_script(path: Path, text: str) -> None:
 # the patched site.py (postbuild.python_site) is never read; nor is it for 3.13 under -E/-I,
 # which ignore PYTHON_FROZEN_MODULES. Debian's frozen site adds the host's dir before the
 # layer's versioned one, whose .pth files run last: this takes the host's dir (and what its
-# .pth files added below it) off sys.path again, before any program's import.
-_KEPT = "[p for p in sys.path if p.rstrip('/') != {d!r} and not p.startswith({d!r} + '/')]"
+# .pth files added below it) off sys.path again, before any program's import. The host's .pth
+# files have run by then (setuptools' distutils-precedence.pth imports _distutils_hack and
+# puts its finder on sys.meta_path): what they imported from the host's dir is unloaded and
+# their import hooks removed, so nothing of the host's packages stays reachable.
+_DROP_HOST = """\
+d = {d!r}
+def under(p):
+    return isinstance(p, str) and (p.rstrip('/') == d or p.startswith(d + '/'))
+def origin(m):
+    return getattr(m, '__file__', None)
+sys.path[:] = [p for p in sys.path if not under(p)]
+sys.meta_path[:] = [f for f in sys.meta_path if not under(origin(sys.modules.get(type(f).__module__)))]
+for name in [n for n, m in list(sys.modules.items()) if under(origin(m))]:
+    del sys.modules[name]
+"""
+
+
+def _drop_host_line(condition: str | None) -> str:
+    run = f"exec({_DROP_HOST.format(d=HOST_DIST)!r}, {{'sys': sys}})"
+    return f"import os, sys; {run} if not ({condition}) else None\n" if condition else f"import sys; {run}\n"
+
+
 # Without the python3 part, /usr/bin/python3 stays the host's: where that is this same version
 # (3.11 on Debian 12) it runs this layer's binary, and the host's `#!/usr/bin/python3` scripts
 # need the host's packages. Started by that name (sys.executable keeps it), nothing is dropped.
@@ -111,9 +131,7 @@ def python_own_site(root: Path, interpreter: str, *, provides_python3: bool = Tr
     own.mkdir(parents=True, exist_ok=True)
     if (own / HOST_SITE_PTH).exists():
         return
-    kept = _KEPT.format(d=HOST_DIST)
-    line = f"import sys; sys.path[:] = {kept}\n" if provides_python3 else f"import os, sys; sys.path[:] = sys.path if {_AS_PYTHON3} else {kept}\n"
-    (own / OWN_SITE_PTH).write_text(line)
+    (own / OWN_SITE_PTH).write_text(_drop_host_line(None if provides_python3 else _AS_PYTHON3))
 
 
 # ---- a venv part's wheels, private to the release ---------------------------------------------

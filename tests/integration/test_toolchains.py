@@ -163,6 +163,10 @@ def test_python_311_leaves_the_hosts_dist_packages_out_unless_host_site(env):
     check = ("for f in '' -I; do python3 $f -c 'import sys; print(sys.version.split()[0], \"/usr/lib/python3/dist-packages\" in sys.path)'; done"
              f"; python3 -c 'import {mod}' 2>/dev/null && echo host-module || echo no-host-module")
     assert launch(env, "own", check).splitlines() == ["3.11.2 False", "3.11.2 False", "no-host-module"], mod
+    # What the host's .pth files imported before the layer's own .pth ran is unloaded again.
+    leftover = ("for f in '' -I; do python3 $f -c 'import sys; print(sorted(n for n, m in sys.modules.items()"
+                " if (getattr(m, \"__file__\", None) or \"\").startswith(\"/usr/lib/python3/dist-packages/\")))'; done")
+    assert launch(env, "own", leftover).splitlines() == ["[]", "[]"]
     assert launch(env, "host", check).splitlines() == ["3.11.2 True", "3.11.2 True", "host-module"], mod
     # Without the python3 part, /usr/bin/python3 is the host's (on Debian 12 the same 3.11
     # binary): host scripts run by it keep the host's packages; `python` is the release's.
