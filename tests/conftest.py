@@ -228,7 +228,7 @@ def env(request) -> Env:
     e = _make_env(request.param)
     yield e
     e.stop_all()
-    _cleanup(e.base)
+    remove_tree(e.base)
 
 
 @pytest.fixture
@@ -236,10 +236,10 @@ def root_env() -> Env:
     e = _make_env("root")
     yield e
     e.stop_all()
-    _cleanup(e.base)
+    remove_tree(e.base)
 
 
-def _cleanup(base: Path) -> None:
+def remove_tree(base: Path) -> None:
     # Stored layers are read-only on purpose; give write bits back before removing.
     for root, dirs, _ in os.walk(base):
         for d in dirs:

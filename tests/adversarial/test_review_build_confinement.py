@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _cleanup, no_traceback
+from conftest import remove_tree, no_traceback
 from harness import Victim, archive_release, tarball
 
 EVIL = """#!/bin/sh
@@ -54,7 +54,7 @@ def world(env):
         env.give(top)
         yield env, top, victim
     finally:
-        _cleanup(top)  # the suite's own removal: layers are read-only on purpose
+        remove_tree(top)  # the suite's own removal: layers are read-only on purpose
 
 
 def _evil_release(env, victim: Victim, *, loud: bool, sibling: str) -> None:

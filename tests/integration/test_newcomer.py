@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, _cleanup, _make_env, envbox_bin, need, no_traceback
+from conftest import REPO, remove_tree, _make_env, envbox_bin, need, no_traceback
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def user_env():
     e = _make_env("rootless")
     yield e
     e.stop_all()
-    _cleanup(e.base)
+    remove_tree(e.base)
 
 
 def _readme_block(section: str) -> list[str]:

@@ -15,22 +15,17 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-pytestmark = [
-    pytest.mark.skipif(os.environ.get("ENVBOX_IN_VM") != "1", reason="runs only inside a tests/vm guest (tests/vm/test_vm.py boots one)"),
-    pytest.mark.skipif(not os.path.isdir("/run/systemd/system"), reason="no systemd manager in this guest"),
-]
+from guestlib import SYSTEMD, UID, isolated, in_vm_only
 
-ENVBOX = os.path.join(os.environ.get("ENVBOX_TEST_PREFIX", "/opt/envbox-test"), "bin", "envbox")
-UID = os.getuid()
+pytestmark = [in_vm_only, pytest.mark.skipif(not SYSTEMD, reason="no systemd manager in this guest")]
+
 SCOPE = [] if UID == 0 else ["--user"]
 # The service: says what /usr/bin/python is from inside, then stays up.
 SERVICE = ("import os, sys\n"
@@ -77,20 +72,31 @@ def wait_for(predicate, timeout: float, step: float = 0.5):
 def world():
     """Isolated envbox dirs; units go where this guest's manager reads them; every unit made
     is stopped, its file removed and the manager reloaded at the end, whatever happened."""
-    base = Path(tempfile.mkdtemp(prefix="envbox-sd-"))
-    os.chmod(base, 0o755)
-    env = {k: v for k, v in os.environ.items() if k in ("HOME", "USER", "LOGNAME", "PATH", "LANG", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS")}
-    env.update(XDG_CONFIG_HOME=str(base / "config"), XDG_DATA_HOME=str(base / "data"), XDG_CACHE_HOME=str(base / "cache"),
-               XDG_STATE_HOME=str(base / "state"), ENVBOX_SYSTEM_DIR=str(base / "etc"))
+    made: list[str] = []
+    with isolated("envbox-sd-") as dirs:
+        try:
+            yield _world(dirs, made)
+        finally:
+            for unit in made:
+                systemctl("stop", unit, check=False)
+                systemctl("reset-failed", unit, check=False)
+                (_unit_dir() / unit).unlink(missing_ok=True)
+            if made:
+                systemctl("daemon-reload", check=False)
+
+
+def _unit_dir() -> Path:
     if UID == 0:
-        units = Path("/etc/systemd/system")  # the default for root: nothing set
-    else:
-        # The user manager reads ~/.config/systemd/user; this world's XDG_CONFIG_HOME is elsewhere.
-        units = Path(os.environ["HOME"]) / ".config" / "systemd" / "user"
-        env["ENVBOX_SYSTEMD_DIR"] = str(units)
+        return Path("/etc/systemd/system")  # the default for root: nothing set
+    # The user manager reads ~/.config/systemd/user; the world's XDG_CONFIG_HOME is elsewhere.
+    return Path(os.environ["HOME"]) / ".config" / "systemd" / "user"
+
+
+def _world(dirs, made: list[str]):
+    base, units = dirs.path, _unit_dir()
+    if UID != 0:
+        dirs.env["ENVBOX_SYSTEMD_DIR"] = str(units)
         units.mkdir(parents=True, exist_ok=True)
-    profiles = base / "config" / "envbox" / "profiles"
-    profiles.mkdir(parents=True)
     hello = base / "hello"
     (hello / "bin").mkdir(parents=True)
     (hello / "bin" / "envbox-sd-hello").write_text("#!/bin/sh\necho hello from the dir layer\n")
@@ -108,7 +114,6 @@ def world():
     (catalog / "archived.yaml").write_text(
         f'tool: archived\nreleases:\n  - version: "1.0"\n    source: {{kind: archive, url: {base / "archived.tar.gz"}, '
         f"sha256: {hashlib.sha256(blob.getvalue()).hexdigest()}}}\n")
-    made: list[str] = []
 
     class World:
         path = base
@@ -117,15 +122,15 @@ def world():
 
         def profile(self, name: str, command: list[str], limits: str = "{memory: 64M, cpu: 0.5, pids: 32}") -> None:
             argv = json.dumps(command)  # JSON is YAML flow syntax with the escapes kept
-            (profiles / f"{name}.yaml").write_text(
+            (dirs.profiles / f"{name}.yaml").write_text(
                 f"command: {argv}\nenv: {{SD_OUT: {self.out}, GREETING: '50% hello'}}\nlimits: {limits}\n"
                 f"tools:\n  python: {{host: /usr/bin/python3}}\n  archived: \"1.0\"\n  hello: {{dir: {hello}}}\n")
 
         def remove_profile(self, name: str) -> None:
-            (profiles / f"{name}.yaml").unlink()
+            (dirs.profiles / f"{name}.yaml").unlink()
 
         def envbox(self, *args, timeout=300):
-            return subprocess.run([ENVBOX, *args], env=env, cwd=str(base), capture_output=True, text=True, timeout=timeout)
+            return dirs.envbox(*args, timeout=timeout)
 
         def export(self, name: str) -> Path:
             unit = f"envbox-{name}.service"
@@ -138,19 +143,7 @@ def world():
             systemctl("daemon-reload")
             return path
 
-    yield World()
-    for unit in made:
-        systemctl("stop", unit, check=False)
-        systemctl("reset-failed", unit, check=False)
-        (units / unit).unlink(missing_ok=True)
-    if made:
-        systemctl("daemon-reload", check=False)
-    for root, dirs, _ in os.walk(base):
-        for d in dirs:
-            p = os.path.join(root, d)
-            if not os.path.islink(p):
-                os.chmod(p, 0o755)
-    shutil.rmtree(base, ignore_errors=True)
+    return World()
 
 
 def unit_failure(world, unit: str) -> str:

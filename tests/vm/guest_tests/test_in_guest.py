@@ -15,17 +15,14 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(os.environ.get("ENVBOX_IN_VM") != "1", reason="runs only inside a tests/vm guest (tests/vm/test_vm.py boots one)")
+from guestlib import ENVBOX, SYSTEMD, UID, isolated, in_vm_only
 
-ENVBOX = os.path.join(os.environ.get("ENVBOX_TEST_PREFIX", "/opt/envbox-test"), "bin", "envbox")
-UID = os.getuid()
-SYSTEMD = os.path.isdir("/run/systemd/system")
+pytestmark = in_vm_only
+
 KERNEL = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", platform.release()).groups())
 HOG = "import sys; b = bytearray(int(sys.argv[1]) * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); print('survived')"
 SHOW_CG = (
@@ -48,32 +45,17 @@ def backend() -> str:
 @pytest.fixture
 def world():
     """Isolated config/data/cache dirs; the session's XDG_RUNTIME_DIR and bus stay as they are."""
-    base = Path(tempfile.mkdtemp(prefix="envbox-vm-"))
-    env = {k: v for k, v in os.environ.items() if k in ("HOME", "USER", "LOGNAME", "PATH", "LANG", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS")}
-    env.update(XDG_CONFIG_HOME=str(base / "config"), XDG_DATA_HOME=str(base / "data"), XDG_CACHE_HOME=str(base / "cache"),
-               XDG_STATE_HOME=str(base / "state"), ENVBOX_SYSTEM_DIR=str(base / "etc"))
-    profiles = base / "config" / "envbox" / "profiles"
-    profiles.mkdir(parents=True)
+    with isolated("envbox-vm-") as dirs:
 
-    class World:
-        path = base
+        class World:
+            path = dirs.path
+            envbox = staticmethod(dirs.envbox)
+            popen = staticmethod(dirs.popen)
 
-        def profile(self, name: str, text: str) -> None:
-            (profiles / f"{name}.yaml").write_text(text)
+            def profile(self, name: str, text: str) -> None:
+                (dirs.profiles / f"{name}.yaml").write_text(text)
 
-        def envbox(self, *args, timeout=180, **kw):
-            return subprocess.run([ENVBOX, *args], env=env, cwd=str(base), capture_output=True, text=True, timeout=timeout, **kw)
-
-        def popen(self, *args, **kw):
-            return subprocess.Popen([ENVBOX, *args], env=env, cwd=str(base), **kw)
-
-    yield World()
-    for root, dirs, _ in os.walk(base):
-        for d in dirs:
-            p = os.path.join(root, d)
-            if not os.path.islink(p):
-                os.chmod(p, 0o755)
-    shutil.rmtree(base, ignore_errors=True)
+        yield World()
 
 
 def launch_cgroups() -> list[str]:
@@ -315,7 +297,6 @@ def test_rootless_without_user_namespaces_says_why_in_one_line(world, knob, valu
         pytest.skip(f"this kernel has no {knob}")
     old = open(path).read().strip()
     base = world.path
-    os.chmod(base, 0o755)
     env = {"HOME": str(base), "PATH": "/usr/bin:/bin", "XDG_CONFIG_HOME": str(base / "config"), "XDG_DATA_HOME": str(base / "u-data"),
            "XDG_CACHE_HOME": str(base / "u-cache"), "XDG_RUNTIME_DIR": str(base / "u-run"), "ENVBOX_SYSTEM_DIR": str(base / "etc")}
     world.profile("plain", "command: [sh, -c, 'echo ran']\ntools:\n  python: {host: /usr/bin/python3}\n")
