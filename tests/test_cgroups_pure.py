@@ -722,6 +722,18 @@ def test_systemd_scope_limits_are_read_again_until_the_manager_wrote_them(tmp_pa
     assert late.reads == 4
     never = _SettlingCgroup(tmp_path, late_reads=10**9)  # a property the manager dropped
     assert supervisor._verify_started(never, spec, done.pid, settle=0.1) == ["memory: memory.max holds 'max', not '67108864'"]
+    # A scope that never appears is named; one that is there is read even if systemd-run never
+    # exec'd the sandbox within the timeout (this sleep is no sandbox).
+    missing = _SettlingCgroup(tmp_path / "no-such-scope", late_reads=0)
+    assert supervisor._verify_started(missing, spec, done.pid, timeout=0.05) == [
+        f"the cgroup {tmp_path / 'no-such-scope'} did not appear within 0.05 s (systemd-run failed, hangs or ignored --scope)"]
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        there = _SettlingCgroup(tmp_path, late_reads=0)
+        assert supervisor._verify_started(there, spec, other.pid, timeout=0.05, settle=0.1) == [] and there.reads == 1
+    finally:
+        other.kill()
+        other.wait()
 
 
 @pytest.mark.parametrize(

@@ -350,9 +350,12 @@ def _verify_started(cgroup, spec: LaunchSpec, pid: int, timeout: float = 5.0, se
     from envbox.cgroups import control as cgroups
 
     deadline = time.monotonic() + timeout
-    while not all(os.path.isdir(p) for p in cgroup.paths) or not _runs_sandbox(pid):
+    while True:
+        there = all(os.path.isdir(p) for p in cgroup.paths)
+        if there and _runs_sandbox(pid):
+            break
         if time.monotonic() > deadline:
-            if all(os.path.isdir(p) for p in cgroup.paths):
+            if there:
                 break  # the scope is there: read what it holds
             return [f"the cgroup {cgroup.paths[0]} did not appear within {timeout:g} s (systemd-run failed, hangs or ignored --scope)"]
         time.sleep(0.005)
