@@ -262,25 +262,68 @@ def which(name: str = typer.Argument(..., help="Profile name.", autocompletion=c
         raise EnvboxError(f"{path!r} is not an absolute path", "e.g. envbox which chrome /usr/bin/python", exit_code=EXIT_USAGE)
     paths = envbox_paths()
     prepared = prepare(paths, load_target(paths, name), build=False)
-    store = Store(paths.store)
+    layers, store = prepared.plan.layers, Store(paths.store)
+    found = _in_layers(layers, store, path)
+    if found is None:
+        echo(f"{path}: unknown yet: {_unbuilt(layers).label} is not built ('envbox build {name}')")
+        return 1
+    if found:
+        echo(f"{path}{found}")
+        return 0
+    if not os.path.lexists(path):
+        echo(f"{path}: nothing (it does not exist in the namespace)")
+        return 1
+    echo(f"{path}: the host{_run_by(layers, store, path)}")
+    return 0
+
+
+def _unbuilt(layers):
+    return next(layer for layer in layers if layer.kind != "dir" and not layer.digest)
+
+
+def _in_layers(layers, store, path: str) -> str | None:
+    """': LABEL (where)' for the top layer that provides path, '' for none, None when a layer
+    it would have to look in is not built yet."""
     rel = os.path.normpath(path).lstrip("/")
-    for layer in reversed(prepared.plan.layers):
+    for layer in reversed(layers):
         if layer.kind == "dir":
             target, _, sub = rel.partition("/")
             if target == "usr" and os.path.lexists(os.path.join(layer.root, sub)):
-                echo(f"{path}: {layer.label} ({layer.root}/{sub})")
-                return 0
+                return f": {layer.label} ({layer.root}/{sub})"
             continue
         if not layer.digest:
-            echo(f"{path}: unknown yet: {layer.label} is not built ('envbox build {name}')")
-            return 1
+            return None
         if rel in store.manifest(layer.digest):
             found = os.path.join(layer.root, rel)
             link = f" -> {os.readlink(found)}" if os.path.islink(found) else ""
-            echo(f"{path}{link}: {layer.label} (layer {layer.digest[:16]}, {layer.root}/{rel})")
-            return 0
-    where = "the host" if os.path.lexists(path) else "nothing (it does not exist in the namespace)"
-    echo(f"{path}: {where}")
-    return 0 if os.path.lexists(path) else 1
+            return f"{link}: {layer.label} (layer {layer.digest[:16]}, {layer.root}/{rel})"
+    return ""
+
+
+def _run_by(layers, store, path: str) -> str:
+    """For a host script whose interpreter a layer replaces (the host's /usr/bin/pip3 under a
+    pinned python3): '; run by INTERPRETER -> LABEL'. Empty when the host's own runs it."""
+    from envbox.core.shebang import interpreter_candidates
+    from envbox.fsio import FileRefused, open_regular
+
+    try:
+        fd, _ = open_regular(path, follow=True)
+    except (FileRefused, OSError):
+        return ""
+    try:
+        head = os.read(fd, 256)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    for candidate in interpreter_candidates(head):
+        # /bin and /sbin are links to /usr/bin and /usr/sbin on a merged-/usr host
+        real = os.path.join(os.path.realpath(os.path.dirname(candidate)), os.path.basename(candidate))
+        found = _in_layers(layers, store, real)
+        if found:
+            return f"; run by {candidate}{found}"
+        if found is None or os.path.lexists(real):
+            return ""
+    return ""
 
 

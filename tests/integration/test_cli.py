@@ -187,3 +187,30 @@ def test_trust_and_plan_show_sizes_alike(root_env):
     assert "limits:  memory 512 MiB, memory_swap 1 GiB, cpu 1.5" in shown.stdout, shown.stdout
     plan = root_env.envbox("plan", cwd=str(proj))
     assert "limits   memory 512 MiB, memory_swap 1 GiB, cpu 1.5" in plan.stdout, plan.stdout
+
+
+def test_which_names_the_pinned_interpreter_that_runs_a_host_script(env):
+    """A host script (the host's /usr/bin/pip3 is one) keeps its path, but inside the app its
+    #! line reaches the profile's interpreter: `which` says so. Root and rootless."""
+    prefix = env.home / "py"
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "bin" / "python3").write_text("#!/bin/sh\necho layer python3\n")
+    (prefix / "bin" / "python3").chmod(0o755)
+    scripts = env.home / "scripts"
+    scripts.mkdir()
+    for name, head in {"abs": "#!/usr/bin/python3 -I", "env": "#!/usr/bin/env python3", "sh": "#!/bin/sh", "none": "echo"}.items():
+        (scripts / name).write_text(head + "\necho hi\n")
+    env.give(env.home)
+    env.write_profile("py", f"command: [sh, -c]\ntools:\n  python: {{dir: {prefix}}}\n")
+    lines = {}
+    for name in ("abs", "env", "sh", "none"):
+        result = env.envbox("which", "py", str(scripts / name))
+        assert result.returncode == 0, result.stderr
+        lines[name] = result.stdout.strip()
+    layer = f"python (dir {prefix})"
+    assert lines["abs"].startswith(f"{scripts}/abs: the host; run by /usr/bin/python3: ") and str(prefix / "bin/python3") in lines["abs"], lines
+    assert lines["env"].startswith(f"{scripts}/env: the host; run by /usr/bin/python3: ") and str(prefix / "bin/python3") in lines["env"], lines
+    assert lines["sh"] == f"{scripts}/sh: the host" and lines["none"] == f"{scripts}/none: the host", lines
+    # What the app really runs agrees.
+    ran = env.envbox("launch", "py", "--", f"{scripts}/abs; {scripts}/env")
+    assert ran.returncode == 0 and ran.stdout.splitlines() == ["layer python3", "layer python3"], (ran.stdout, ran.stderr, layer)
