@@ -777,3 +777,24 @@ def test_a_vanished_cgroup_is_told_from_a_real_error(err, is_gone, monkeypatch):
     else:
         with pytest.raises(OSError):
             fs.read_pids(cg.paths[0])
+
+
+@pytest.mark.parametrize("scope_kills, parent_then, parent_now, expected", [
+    (1, 5, 5, True),      # the thread read the scope's own count
+    (0, 5, 6, True),      # the scope went before the thread could: the parent's count moved
+    (0, 5, 5, False),     # SIGKILL from someone else: no kill anywhere below the parent
+    (0, None, 6, False),  # no parent memory.events (no memory controller there): no guess
+])
+def test_oom_watch_falls_back_on_the_parents_hierarchical_count(tmp_path, scope_kills, parent_then, parent_now, expected):
+    """Regular files stand in for memory.events: poll never wakes on them, so only the watch's
+    first read happens (as for a thread that got no CPU before systemd removed the scope)."""
+    from envbox.cgroups.oomwatch import OomWatch
+
+    scope, parent = tmp_path / "scope.events", tmp_path / "parent.events"
+    scope.write_text(f"low 0\nhigh 0\nmax 3\noom {scope_kills}\noom_kill {scope_kills}\n")
+    if parent_then is not None:
+        parent.write_text(f"low 0\nhigh 0\nmax 9\noom 5\noom_kill {parent_then}\n")
+    watch = OomWatch(str(scope), str(parent))
+    if parent_then is not None:
+        parent.write_text(f"low 0\nhigh 0\nmax 9\noom 6\noom_kill {parent_now}\n")
+    assert watch.killed(wait=0.02) is expected

@@ -287,8 +287,9 @@ def _watch_oom(cgroup):
         return None
     from envbox.cgroups.oomwatch import OomWatch
 
+    scope = cgroup.paths[0]
     try:
-        return OomWatch(os.path.join(cgroup.paths[0], "memory.events"))
+        return OomWatch(os.path.join(scope, "memory.events"), os.path.join(os.path.dirname(scope), "memory.events"))
     except OSError:  # no memory controller in the scope
         return None
 
