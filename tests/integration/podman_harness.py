@@ -45,7 +45,9 @@ class Podman:
 
     def run(self, args: str, timeout: int = 180) -> subprocess.CompletedProcess:
         env = dict(os.environ, CONTAINERS_CONF=str(self.conf))
-        return subprocess.run(wrap(f"podman {self.flags} {args}"), capture_output=True, text=True, timeout=timeout, env=env)
+        # conmon writes an `oom` file into its working directory when a container is OOM-killed:
+        # run it in the test's own directory, never the checkout.
+        return subprocess.run(wrap(f"podman {self.flags} {args}"), capture_output=True, text=True, timeout=timeout, env=env, cwd=str(self.base))
 
     def reset(self) -> None:
         self.run("system reset --force", timeout=120)
