@@ -278,7 +278,8 @@ def which(name: str = typer.Argument(..., help="Profile name.", autocompletion=c
 
 
 def _unbuilt(layers):
-    return next(layer for layer in layers if layer.kind != "dir" and not layer.digest)
+    """The layer _in_layers stopped at: the topmost one not built yet (as before the split)."""
+    return next(layer for layer in reversed(layers) if layer.kind != "dir" and not layer.digest)
 
 
 def _in_layers(layers, store, path: str) -> str | None:
